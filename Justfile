@@ -1,0 +1,76 @@
+# Every daily task. `./dev RECIPE` works without just installed (it sets up .venv).
+set shell := ["bash", "-uc"]
+set positional-arguments
+
+py := ".venv/bin/python"
+
+# list the recipes
+default:
+    @just --list
+
+# the whole stack (PostgreSQL, Redis, Kafka, services, nginx) with a demo quiz
+up *args:
+    {{py}} -m infra.stack up "$@"
+
+# stop everything `up` started
+down:
+    {{py}} -m infra.stack down
+
+# every test, on an isolated stack with its own ports (torn down afterwards)
+test *args:
+    {{py}} -m infra.stack test "$@"
+
+# only the fast tests that need no server (scoring, ranking, contracts)
+unit *args:
+    {{py}} -m pytest -m "not stack" "$@"
+
+# PostgreSQL, Redis and Kafka only
+infra-up:
+    {{py}} -m infra.stack infra-up
+
+# stop PostgreSQL, Redis and Kafka
+infra-down:
+    {{py}} -m infra.stack infra-down
+
+# which processes run
+status:
+    {{py}} -m infra.stack status
+
+# last log lines of every process, or of NAME (e.g. `just logs quiz-1`)
+logs *names:
+    {{py}} -m infra.stack logs "$@"
+
+# restart one process of the running stack (e.g. `just restart consumer-1`)
+restart *names:
+    {{py}} -m infra.stack restart "$@"
+
+# print the QUIZ_* variables of the running stack (`eval "$(just env)"`)
+env:
+    @{{py}} -m infra.stack env
+
+# check the rendered nginx config with `nginx -t`
+nginx-test:
+    {{py}} -m infra.stack nginx-test
+
+# regenerate docs/ (OpenAPI per service, AsyncAPI-style events schema)
+schemas:
+    {{py}} -m contracts.schema docs
+
+# lint, format check and type check
+lint:
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+    .venv/bin/mypy contracts services realtime_sio
+
+# format the code
+fmt:
+    .venv/bin/ruff format .
+    .venv/bin/ruff check --fix .
+
+# Kafka topics of the running stack
+kafka-topics:
+    {{py}} -m services.common.kafka list-topics
+
+# redis-cli on the running stack's Redis
+redis-cli *args:
+    redis-cli -u "$({{py}} -c 'from services.common.settings import get_settings; print(get_settings().redis_url)')" "$@"

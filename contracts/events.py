@@ -1,0 +1,168 @@
+"""Kafka events and socket.io events (``shared/PROTOCOL.md``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from contracts.http import LeaderboardEntry, State
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ErrorAck",
+    "JoinAck",
+    "LeaveRoom",
+    "JoinRoom",
+    "QuestionClosed",
+    "QuestionOpened",
+    "RoomLeaderboard",
+    "ScoreChange",
+    "SessionEnded",
+    "SessionStateChanged",
+    "Top10",
+    "decode_score_change",
+    "decode_top10",
+    "to_payload",
+]
+
+SCHEMA_VERSION = 1
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+class ScoreChange(Struct, frozen=True, kw_only=True):
+    """SCORE_CHANGE, key = session id: one accepted answer."""
+
+    schema_version: int = SCHEMA_VERSION
+    answer_id: str
+    session_id: str
+    user_id: str
+    nickname: str
+    question_id: str
+    correct: bool
+    points: int
+    total: int
+    answered_ms: int
+
+
+class Top10(Struct, frozen=True, kw_only=True):
+    """TOP_10 (compacted), key = session id: the latest snapshot of a session."""
+
+    schema_version: int = SCHEMA_VERSION
+    session_id: str
+    version: int
+    players: int
+    entries: list[LeaderboardEntry]
+    produced_ms: int
+
+
+_score_change = msgspec.json.Decoder(ScoreChange)
+_top10 = msgspec.json.Decoder(Top10)
+
+
+def decode_score_change(raw: bytes) -> ScoreChange:
+    return _score_change.decode(raw)
+
+
+def decode_top10(raw: bytes) -> Top10:
+    return _top10.decode(raw)
+
+
+# --------------------------------------------------------------------------- socket.io
+# client -> server
+
+
+class JoinRoom(Struct, frozen=True, forbid_unknown_fields=False):
+    session_id: str
+
+
+class LeaveRoom(Struct, frozen=True, forbid_unknown_fields=False):
+    session_id: str
+
+
+# server -> client (acks)
+
+
+class JoinAck(Struct, kw_only=True):
+    ok: bool = True
+    state: State
+    leaderboard: RoomLeaderboard
+    mode: str = ""
+    role: str = ""
+    question: QuestionOpened | None = None
+
+
+class ErrorAck(Struct):
+    ok: bool
+    error: str
+
+
+# server -> room
+
+
+class RoomLeaderboard(Struct, kw_only=True):
+    """`leaderboard`: the session's top 10; clients keep the highest version."""
+
+    session_id: str
+    version: int
+    players: int
+    entries: list[LeaderboardEntry]
+
+
+class QuestionOpened(Struct, kw_only=True):
+    """`question` (live mode): the answer is never in it."""
+
+    session_id: str
+    question_id: str
+    index: int
+    count: int
+    text: str
+    choices: list[str]
+    time_limit_s: int
+    deadline_ms: int
+    server_time_ms: int
+
+
+class QuestionClosed(Struct, kw_only=True):
+    """`question_closed`: the answer and how many chose each choice."""
+
+    session_id: str
+    question_id: str
+    answer: int
+    distribution: list[int]
+    index: int = 0
+
+
+class SessionStateChanged(Struct, kw_only=True):
+    """`session_state`: players joined or the state changed."""
+
+    session_id: str
+    state: State
+    players: int
+    question_index: int = -1
+
+
+class SessionEnded(Struct, kw_only=True):
+    """`session_ended`: the final top 10."""
+
+    session_id: str
+    players: int
+    entries: list[LeaderboardEntry]
+
+
+SOCKET_EVENTS: dict[str, type[Struct]] = {
+    "leaderboard": RoomLeaderboard,
+    "question": QuestionOpened,
+    "question_closed": QuestionClosed,
+    "session_state": SessionStateChanged,
+    "session_ended": SessionEnded,
+}
+"""Server -> room events by name (the socket.io event name is the key)."""
+
+
+def to_payload(event: Struct) -> dict[str, Any]:
+    """A socket.io payload (plain builtins) from an event Struct."""
+    return msgspec.to_builtins(event)

@@ -1,0 +1,149 @@
+"""The one auth guard: bearer tokens verified locally against IAM's cached JWKS.
+
+Every service declares ``caller: Caller`` (any signed-in user) or uses the
+``host_only`` guard; the socket.io tier calls ``verifier.verify`` at connect.
+No network hop per request: the JWKS is fetched once and again only when a
+token names a key id that is not known yet (at most once per few seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import jwt
+import msgspec
+from jwt import PyJWK
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from services.common.settings import get_settings
+
+ALGORITHMS = ["EdDSA", "ES256"]
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who sent the request, as the access token says."""
+
+    user_id: str
+    role: str  # "player" | "host"
+    nickname: str
+
+
+class AuthError(Exception):
+    """The token is missing, malformed, forged, expired or for another audience."""
+
+
+class TokenVerifier:
+    def __init__(self, jwks_url: str | None = None, refetch_interval_s: float = 5.0):
+        s = get_settings()
+        self.jwks_url = jwks_url or f"{s.iam_url}/api/iam/jwks"
+        self.audience = s.jwt_audience
+        self.issuer = s.jwt_issuer
+        self.keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._refetch_interval = refetch_interval_s
+        self._lock = asyncio.Lock()
+        # token -> (Caller, exp): a verified token is not verified again until it expires.
+        self._cache: dict[str, tuple[Caller, float]] = {}
+
+    def load_jwks(self, jwks: dict) -> None:
+        keys = {}
+        for jwk in jwks.get("keys", []):
+            try:
+                keys[jwk["kid"]] = PyJWK.from_dict(jwk).key
+            except Exception:  # noqa: S112 - one bad key must not hide the others
+                continue
+        self.keys = keys
+
+    async def refresh(self, force: bool = False) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if not force and now - self._fetched_at < self._refetch_interval:
+                return
+            self._fetched_at = now
+            async with httpx.AsyncClient(timeout=3) as client:
+                r = await client.get(self.jwks_url)
+                r.raise_for_status()
+                self.load_jwks(r.json())
+
+    async def verify(self, token: str) -> Caller:
+        """Caller of a valid access token; raises AuthError otherwise."""
+        now = time.time()
+        hit = self._cache.get(token)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as e:
+            raise AuthError("malformed token") from e
+        kid = header.get("kid")
+        if header.get("alg") not in ALGORITHMS or not kid:
+            raise AuthError("unsupported token")
+        if kid not in self.keys:
+            try:
+                await self.refresh()
+            except Exception as e:
+                raise AuthError("cannot verify token now") from e
+        key = self.keys.get(kid)
+        if key is None:
+            raise AuthError("unknown signing key")
+        try:
+            claims = jwt.decode(
+                token, key=key, algorithms=ALGORITHMS, audience=self.audience,
+                issuer=self.issuer, options={"require": ["exp", "sub", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError as e:
+            raise AuthError("token expired") from e
+        except jwt.PyJWTError as e:
+            raise AuthError("invalid token") from e
+        if claims.get("typ") != "access":
+            raise AuthError("not an access token")
+        caller = Caller(user_id=str(claims["sub"]), role=str(claims.get("role", "player")),
+                        nickname=str(claims.get("nickname", "")))
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[token] = (caller, float(claims["exp"]))
+        return caller
+
+
+verifier = TokenVerifier()
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise NotAuthorizedException("Missing bearer token")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthorizedException("Authorization must be 'Bearer <access_token>'")
+    return token.strip()
+
+
+async def _provide_caller(request: Request) -> Caller:
+    token = bearer_token(request.headers.get("authorization"))
+    try:
+        caller = await verifier.verify(token)
+    except AuthError as e:
+        raise NotAuthorizedException(str(e)) from e
+    request.state.caller = caller
+    return caller
+
+
+provide_caller = Provide(_provide_caller)
+"""Dependency: ``dependencies={"caller": provide_caller}`` on a router or handler."""
+
+
+async def host_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: the caller must be a host (registered user). Runs the token check itself."""
+    token = bearer_token(connection.headers.get("authorization"))
+    try:
+        caller = await verifier.verify(token)
+    except AuthError as e:
+        raise NotAuthorizedException(str(e)) from e
+    if caller.role != "host":
+        raise PermissionDeniedException("Only hosts may do this")

@@ -1,0 +1,65 @@
+"""The PostgreSQL engine (Piccolo on an asyncpg pool) and the migration command.
+
+    python -m services.common.db migrate     apply every Piccolo migration
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from contextlib import asynccontextmanager
+from typing import Any
+
+from piccolo.engine.postgres import PostgresEngine
+
+from services.common.settings import get_settings
+
+# extensions=(): the schema needs none, so a managed database without superuser works.
+DB = PostgresEngine(config={"dsn": get_settings().database_url}, extensions=())
+
+
+async def open_pool() -> None:
+    """Start the process's connection pool (call once in the app's lifespan)."""
+    s = get_settings()
+    await DB.start_connection_pool(min_size=s.db_pool_min, max_size=s.db_pool_max)
+
+
+async def close_pool() -> None:
+    await DB.close_connection_pool()
+
+
+@asynccontextmanager
+async def connection() -> Any:
+    """An asyncpg connection from Piccolo's pool, for hand-written SQL on the hot path."""
+    pool = DB.pool
+    if pool is None:
+        raise RuntimeError("the database pool is not open")
+    async with pool.acquire() as conn:
+        yield conn
+
+
+async def ping() -> bool:
+    try:
+        async with connection() as conn:
+            await asyncio.wait_for(conn.fetchval("select 1"), 2)
+        return True
+    except Exception:
+        return False
+
+
+async def migrate() -> None:
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
+    result = await run_forwards(app_name="all", migration_id="all")
+    if not result.success:
+        print(result.message, file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["migrate"]:
+        asyncio.run(migrate())
+    else:
+        raise SystemExit("usage: python -m services.common.db migrate")

@@ -1,0 +1,127 @@
+"""The one Kafka producer wrapper, topic creation, and consumer construction.
+
+    python -m services.common.kafka create-topics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.common.settings import Settings, get_settings
+
+
+class EventProducer:
+    """One long-lived idempotent producer per process (acks=all, ordered per key)."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=1,
+            request_timeout_ms=5000,
+            retry_backoff_ms=100,
+            metadata_max_age_ms=30000,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def send_many(self, topic: str, records: Iterable[tuple[str, bytes]],
+                        timeout: float = 5.0) -> None:
+        """Send (key, value) records and wait until Kafka has every one of them.
+
+        Sends are started together and awaited as a group, so a batch costs about one
+        broker round trip. Raises when any record was not acknowledged in time.
+        """
+        if self._producer is None:
+            raise RuntimeError("producer not started")
+        futures = [
+            await self._producer.send(topic, value=value, key=key.encode())
+            for key, value in records
+        ]
+        if futures:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+
+    async def ping(self) -> bool:
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 2)
+            return True
+        except Exception:
+            return False
+
+
+def make_consumer(*topics: str, group: str | None = None, **kwargs) -> AIOKafkaConsumer:
+    """A consumer of this stack's Kafka with manual commits (commit after the work)."""
+    s = get_settings()
+    opts = dict(
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=2000,
+        fetch_max_wait_ms=5,
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=1000,
+    )
+    opts.update(kwargs)
+    return AIOKafkaConsumer(*topics, **opts)
+
+
+async def create_topics(settings: Settings | None = None) -> None:
+    """SCORE_CHANGE keyed by session id; TOP_10 compacted (latest snapshot per session)."""
+    s = settings or get_settings()
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=10000)
+    for attempt in range(60):
+        try:
+            await admin.start()
+            break
+        except Exception:
+            if attempt == 59:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        topics = [
+            NewTopic(s.topic_score_change, num_partitions=s.score_change_partitions,
+                     replication_factor=1),
+            NewTopic(s.topic_top10, num_partitions=s.score_change_partitions,
+                     replication_factor=1,
+                     topic_configs={"cleanup.policy": "compact",
+                                    "min.cleanable.dirty.ratio": "0.1",
+                                    "segment.ms": "600000"}),
+        ]
+        existing = set(await admin.list_topics())
+        todo = [t for t in topics if t.name not in existing]
+        if todo:
+            try:
+                await admin.create_topics(todo)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["create-topics"]:
+        asyncio.run(create_topics())
+    else:
+        raise SystemExit("usage: python -m services.common.kafka create-topics")

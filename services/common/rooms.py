@@ -1,0 +1,40 @@
+"""Emitting socket.io room events from any process (quiz service, leaderboard consumer).
+
+A write-only ``AsyncRedisManager`` publishes on the stack's socket.io channel; every
+``realtime_sio`` process delivers to its own sockets in the room.
+"""
+
+from __future__ import annotations
+
+import socketio
+from msgspec import Struct
+
+from contracts import to_payload
+from services.common.settings import get_settings
+
+
+def room_name(session_id: str) -> str:
+    """The socket.io room of one quiz session."""
+    return f"session:{session_id}"
+
+
+class RoomEmitter:
+    def __init__(self) -> None:
+        s = get_settings()
+        self._manager = socketio.AsyncRedisManager(s.redis_url, channel=s.sio_channel,
+                                                   write_only=True)
+
+    async def emit(self, event: str, payload: Struct, session_id: str) -> None:
+        """Send ``event`` with a contracts Struct to every socket in the session's room."""
+        await self._manager.emit(event, to_payload(payload), room=room_name(session_id),
+                                 namespace="/")
+
+
+_emitter: RoomEmitter | None = None
+
+
+def get_emitter() -> RoomEmitter:
+    global _emitter
+    if _emitter is None:
+        _emitter = RoomEmitter()
+    return _emitter

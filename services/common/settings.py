@@ -1,0 +1,72 @@
+"""Configuration, read once per process from environment variables prefixed ``QUIZ_``.
+
+Every default works for the ``./dev up`` stack; ``infra/stack.py`` exports the
+real values (ports, URLs) to every process it starts.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import msgspec
+
+PREFIX = "QUIZ_"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = "postgresql://postgres@127.0.0.1:55432/quiz"
+    redis_url: str = "redis://127.0.0.1:56379/0"
+    kafka_bootstrap: str = "127.0.0.1:59092"
+    # Prefix for Kafka topics, the consumer group and the socket.io channel, so
+    # several stacks can share one Kafka/Redis (empty in the normal stack).
+    instance: str = ""
+    score_change_partitions: int = 4
+    run_dir: str = str(ROOT / ".run" / "dev")
+    iam_url: str = "http://127.0.0.1:18101"
+    jwt_issuer: str = "quizrt-iam"
+    jwt_audience: str = "quizrt"
+    access_ttl_s: int = 900
+    refresh_ttl_s: int = 14 * 24 * 3600
+    # PEM of an Ed25519 private key; empty: a key file under run_dir/keys is used.
+    jwt_private_key: str = ""
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    log_level: str = "INFO"
+    sio_max_connections: int = 20000
+    sio_events_per_second: int = 20
+
+    @property
+    def topic_score_change(self) -> str:
+        return f"{self.instance}SCORE_CHANGE"
+
+    @property
+    def topic_top10(self) -> str:
+        return f"{self.instance}TOP_10"
+
+    @property
+    def consumer_group(self) -> str:
+        return f"{self.instance}leaderboard"
+
+    @property
+    def sio_channel(self) -> str:
+        return f"{self.instance}socketio"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build Settings from ``QUIZ_*`` variables (``QUIZ_DATABASE_URL`` -> database_url)."""
+    env = os.environ if environ is None else environ
+    raw = {
+        name[len(PREFIX) :].lower(): value
+        for name, value in env.items()
+        if name.startswith(PREFIX) and name[len(PREFIX) :].lower() in Settings.__struct_fields__
+    }
+    return msgspec.convert(raw, Settings, strict=False)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return load_settings()

@@ -1,0 +1,101 @@
+"""The Litestar app factory every service uses: one error shape, health, OpenAPI.
+
+Every error is JSON ``{status_code, detail, extra?}``: malformed JSON is 400,
+well-formed but invalid fields 422 naming the field, unexpected errors 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from services.common.logs import setup_logging
+
+log = logging.getLogger("quizrt.web")
+
+HealthCheck = Callable[[], Awaitable[bool]]
+
+
+def _error(status: int, detail: str, extra: Any = None, headers: dict | None = None) -> Response:
+    body: dict[str, Any] = {"status_code": status, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def _validation_error(_: Request, exc: ValidationException) -> Response:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    detail = str(exc.detail)
+    if "malformed" in detail.lower() or "json is malformed" in str(extra).lower():
+        return _error(400, "Malformed JSON body")
+    fields = [e.get("key") for e in extra if isinstance(e, dict) and e.get("key")]
+    messages = [e.get("message") for e in extra if isinstance(e, dict) and e.get("message")]
+    if fields or messages:
+        what = messages[0] if messages else "invalid value"
+        named = f" (field `{fields[0]}`)" if fields else ""
+        return _error(422, f"{what}{named}", extra)
+    return _error(400, detail, extra)
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    return _error(exc.status_code, str(exc.detail), exc.extra, exc.headers)
+
+
+def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+
+
+def create_app(
+    service: str,
+    route_handlers: Sequence[Any],
+    *,
+    health: dict[str, HealthCheck],
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+    version: str = "1.0.0",
+    description: str = "",
+) -> Litestar:
+    """A Litestar app mounted at ``/api/<service>`` with health and OpenAPI.
+
+    ``health`` maps dependency names to async checks; ``GET /api/<service>/health``
+    answers 200 with each one's state, or 503 when one is down.
+    """
+    setup_logging()
+
+    @get("/health", sync_to_thread=False, opt={"public": True}, include_in_schema=False)
+    async def health_check() -> Response:
+        states = {name: await check() for name, check in health.items()}
+        ok = all(states.values())
+        body = {"service": service, "status": "ok" if ok else "degraded",
+                "dependencies": {k: "up" if v else "down" for k, v in states.items()}}
+        return Response(body, status_code=200 if ok else 503)
+
+    from litestar import Router
+
+    router = Router(path=f"/api/{service}", route_handlers=[health_check, *route_handlers])
+    return Litestar(
+        route_handlers=[router],
+        on_startup=list(on_startup),
+        on_shutdown=list(on_shutdown),
+        exception_handlers={
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        openapi_config=OpenAPIConfig(
+            title=f"quizrt {service} service",
+            version=version,
+            description=description,
+            path=f"/api/{service}/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,12 @@
+"""Leaderboard HTTP API: top-N and a player's own rank, from Redis."""
+
+from services.common import db, redis
+from services.common.web import create_app
+
+app = create_app(
+    "leaderboard",
+    [],
+    health={"redis": redis.ping, "postgres": db.ping},
+    on_startup=[db.open_pool],
+    on_shutdown=[db.close_pool, redis.close_redis],
+)

@@ -1,0 +1,5 @@
+"""Load the demo quiz; prints one JSON line {title, code, ...}."""
+
+import json
+
+print(json.dumps({}))
