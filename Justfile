@@ -74,3 +74,7 @@ kafka-topics:
 # redis-cli on the running stack's Redis
 redis-cli *args:
     redis-cli -u "$({{py}} -c 'from services.common.settings import get_settings; print(get_settings().redis_url)')" "$@"
+
+# regenerate infra/nginx/nginx.compose.conf (the gateway of infra/compose.yaml)
+compose-nginx:
+    {{py}} -m infra.stack compose-nginx

@@ -10,14 +10,16 @@ from msgspec import Meta, Struct
 __all__ = [
     "AdvanceResult",
     "AnswerIn",
-    "AnswerResult",
     "AnswerRecord",
+    "AnswerResult",
     "GuestIn",
     "JoinIn",
     "JoinResult",
     "LeaderboardEntry",
     "LeaderboardSnapshot",
     "LoginIn",
+    "Mode",
+    "Nickname",
     "PlayerRank",
     "PlayerResult",
     "QuestionIn",
@@ -28,16 +30,14 @@ __all__ = [
     "QuizList",
     "QuizSummary",
     "RefreshIn",
+    "Role",
     "SessionCreated",
     "SessionIn",
     "SessionResults",
+    "State",
     "TokenPair",
     "UserIn",
     "UserOut",
-    "Nickname",
-    "Role",
-    "Mode",
-    "State",
 ]
 
 Role = Literal["player", "host"]
@@ -97,8 +97,9 @@ class TokenPair(Struct):
 
 class QuestionIn(_In):
     text: Annotated[str, Meta(min_length=1, max_length=500)]
-    choices: Annotated[list[Annotated[str, Meta(min_length=1, max_length=200)]],
-                       Meta(min_length=2, max_length=6)]
+    choices: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(min_length=2, max_length=6)
+    ]
     answer: Annotated[int, Meta(ge=0, le=5)]
     time_limit_s: Annotated[int, Meta(ge=5, le=120)] = 20
     points: Annotated[int, Meta(ge=0, le=10000)] = 1000

@@ -219,27 +219,36 @@ class Stack:
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"layout": self.layout.to_json(), "procs": self.procs}, indent=1)
-        )
+        tmp.write_text(json.dumps({"layout": self.layout.to_json(), "procs": self.procs}, indent=1))
         tmp.replace(self.state_file)
 
     def running(self, name: str) -> bool:
         p = self.procs.get(name)
         return bool(p) and pid_alive(p["pid"])
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              user: str | None = None, group: str = "service") -> int:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        group: str = "service",
+    ) -> int:
         """Start one process in its own process group, output to logs/NAME.log."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.logs / f"{name}.log", "ab")
         full_env = {**os.environ, **self.layout.service_env(), **(env or {})}
         full_env["PYTHONUNBUFFERED"] = "1"
         if user and os.geteuid() == 0:
             argv = ["runuser", "-u", user, "--", *argv]
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            argv,
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log.close()
         self.procs[name] = {"pid": proc.pid, "argv": argv, "group": group}
@@ -317,10 +326,14 @@ def need_binary(binary: str, package: str, candidates: list[str] | None = None) 
     if os.geteuid() == 0 and shutil.which("apt-get"):
         say(f"installing {package} with apt-get (first run only)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env,
-                       stdout=subprocess.DEVNULL)
-        r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                            package], env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL
+        )
+        r = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         if r.returncode == 0:
             return need_binary(binary, package, candidates)
     die(f"{binary} not found: install it with `sudo apt-get install {package}`")
@@ -346,8 +359,16 @@ def kafka_libs() -> Path:
         die("Maven (mvn) is needed once to fetch Apache Kafka: `sudo apt-get install maven`")
     say(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {libs} (first run only)")
     r = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(ROOT / "infra/kafka/pom.xml"), "package",
-         f"-Dkafka.version={KAFKA_VERSION}", f"-Dlibs.dir={libs}"],
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(ROOT / "infra/kafka/pom.xml"),
+            "package",
+            f"-Dkafka.version={KAFKA_VERSION}",
+            f"-Dlibs.dir={libs}",
+        ],
         cwd=ROOT,
     )
     if r.returncode != 0:
@@ -374,8 +395,17 @@ def start_postgres(stack: Stack) -> None:
         data.mkdir(parents=True, exist_ok=True)
         if as_user:
             shutil.chown(data, as_user, as_user)
-        cmd = [pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-               "-E", "UTF8", "--no-instructions"]
+        cmd = [
+            pg_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        ]
         if as_user:
             cmd = ["runuser", "-u", as_user, "--", *cmd]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -383,13 +413,24 @@ def start_postgres(stack: Stack) -> None:
     sock.mkdir(exist_ok=True)
     if as_user:
         shutil.chown(sock, as_user, as_user)
-    opts = ["-c", "listen_addresses=127.0.0.1", "-p", str(lay.pg_port), "-k", str(sock),
-            "-c", "max_connections=300", "-c", "shared_buffers=256MB"]
+    opts = [
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-p",
+        str(lay.pg_port),
+        "-k",
+        str(sock),
+        "-c",
+        "max_connections=300",
+        "-c",
+        "shared_buffers=256MB",
+    ]
     if not lay.durable:
         # Test stacks are thrown away: skip fsync for speed (commit semantics unchanged).
         opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-    pid = stack.spawn("postgres", [pg_bin("postgres"), "-D", str(data), *opts], user=as_user,
-                      group="infra")
+    pid = stack.spawn(
+        "postgres", [pg_bin("postgres"), "-D", str(data), *opts], user=as_user, group="infra"
+    )
     wait_for("postgres", lambda: port_open(lay.pg_port), 60, stack.logs / "postgres.log", pid)
     psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(lay.pg_port), "-U", "postgres", "-Atq"]
     for _ in range(100):
@@ -397,8 +438,11 @@ def start_postgres(stack: Stack) -> None:
         if r.returncode == 0:
             break
         time.sleep(0.1)
-    exists = subprocess.run([*psql, "-c", "select 1 from pg_database where datname='quiz'"],
-                            capture_output=True, text=True).stdout.strip()
+    exists = subprocess.run(
+        [*psql, "-c", "select 1 from pg_database where datname='quiz'"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     if exists != "1":
         subprocess.run([*psql, "-c", "create database quiz"], check=True)
     say(f"postgres: ready on 127.0.0.1:{lay.pg_port}")
@@ -435,9 +479,25 @@ def start_redis(stack: Stack) -> None:
     data = stack.dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     binary = need_binary("redis-server", "redis-server")
-    args = [binary, "--port", str(lay.redis_port), "--bind", "127.0.0.1", "--dir", str(data),
-            "--daemonize", "no", "--save", "", "--protected-mode", "yes",
-            "--appendonly", "yes" if lay.durable else "no", "--appendfsync", "everysec"]
+    args = [
+        binary,
+        "--port",
+        str(lay.redis_port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--daemonize",
+        "no",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+        "--appendonly",
+        "yes" if lay.durable else "no",
+        "--appendfsync",
+        "everysec",
+    ]
     pid = stack.spawn("redis", args, group="infra")
     wait_for("redis", lambda: port_open(lay.redis_port), 30, stack.logs / "redis.log", pid)
     say(f"redis: ready on 127.0.0.1:{lay.redis_port}")
@@ -456,76 +516,113 @@ def start_kafka(stack: Stack) -> None:
     kdir = stack.dir / "kafka"
     kdir.mkdir(parents=True, exist_ok=True)
     props = kdir / "server.properties"
-    props.write_text("\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.bootstrap.servers=127.0.0.1:{lay.kafka_ctrl_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_ctrl_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        f"log.dirs={kdir / 'data'}",
-        "num.partitions=4",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=4",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=false",
-        "num.network.threads=2",
-        "num.io.threads=2",
-        "log.segment.bytes=16777216",
-        "log.cleaner.dedupe.buffer.size=8388608",
-        "",
-    ]))
-    (kdir / "log4j2.properties").write_text("\n".join([
-        "status = warn",
-        "appender.console.type = Console",
-        "appender.console.name = STDOUT",
-        "appender.console.layout.type = PatternLayout",
-        "appender.console.layout.pattern = [%d] %p %m (%c)%n",
-        "rootLogger.level = INFO",
-        "rootLogger.appenderRef.stdout.ref = STDOUT",
-        "logger.kafka.name = kafka",
-        "logger.kafka.level = INFO",
-        "logger.state.name = state.change.logger",
-        "logger.state.level = WARN",
-        "",
-    ]))
+    props.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers=127.0.0.1:{lay.kafka_ctrl_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_ctrl_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={kdir / 'data'}",
+                "num.partitions=4",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "num.network.threads=2",
+                "num.io.threads=2",
+                "log.segment.bytes=16777216",
+                "log.cleaner.dedupe.buffer.size=8388608",
+                "",
+            ]
+        )
+    )
+    (kdir / "log4j2.properties").write_text(
+        "\n".join(
+            [
+                "status = warn",
+                "appender.console.type = Console",
+                "appender.console.name = STDOUT",
+                "appender.console.layout.type = PatternLayout",
+                "appender.console.layout.pattern = [%d] %p %m (%c)%n",
+                "rootLogger.level = INFO",
+                "rootLogger.appenderRef.stdout.ref = STDOUT",
+                "logger.kafka.name = kafka",
+                "logger.kafka.level = INFO",
+                "logger.state.name = state.change.logger",
+                "logger.state.level = WARN",
+                "",
+            ]
+        )
+    )
     cp = f"{libs}/*"
-    jvm = [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-           "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
-           "-XX:TieredStopAtLevel=1" if not lay.durable else "-XX:+UseStringDeduplication",
-           "-Djava.awt.headless=true", f"-Dkafka.logs.dir={kdir}",
-           f"-Dlog4j2.configurationFile={kdir / 'log4j2.properties'}", "-cp", cp]
+    jvm = [
+        java,
+        "-Xms256m",
+        "-Xmx512m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent",
+        "-XX:TieredStopAtLevel=1" if not lay.durable else "-XX:+UseStringDeduplication",
+        "-Djava.awt.headless=true",
+        f"-Dkafka.logs.dir={kdir}",
+        f"-Dlog4j2.configurationFile={kdir / 'log4j2.properties'}",
+        "-cp",
+        cp,
+    ]
     if not (kdir / "data" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         say("kafka: formatting storage (KRaft, single node)")
-        subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                        "-c", str(props), "--standalone", "--ignore-formatted"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--standalone",
+                "--ignore-formatted",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     log = stack.logs / "kafka.log"
     if log.exists():
         log.rename(stack.logs / "kafka.prev.log")
     pid = stack.spawn("kafka", [*jvm, "kafka.Kafka", str(props)], group="infra")
-    wait_for("kafka", lambda: "Kafka Server started" in log.read_text(errors="replace"),
-             120, log, pid)
+    wait_for(
+        "kafka", lambda: "Kafka Server started" in log.read_text(errors="replace"), 120, log, pid
+    )
     say(f"kafka: ready on 127.0.0.1:{lay.kafka_port}")
 
 
 def create_topics(stack: Stack) -> None:
-    r = subprocess.run([str(VENV_BIN / "python"), "-m", "services.common.kafka", "create-topics"],
-                       cwd=ROOT, env={**os.environ, **stack.layout.service_env()})
+    r = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "services.common.kafka", "create-topics"],
+        cwd=ROOT,
+        env={**os.environ, **stack.layout.service_env()},
+    )
     if r.returncode != 0:
         die("could not create the Kafka topics")
 
 
 def migrate(stack: Stack) -> None:
-    r = subprocess.run([str(VENV_BIN / "python"), "-m", "services.common.db", "migrate"],
-                       cwd=ROOT, env={**os.environ, **stack.layout.service_env()})
+    r = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "services.common.db", "migrate"],
+        cwd=ROOT,
+        env={**os.environ, **stack.layout.service_env()},
+    )
     if r.returncode != 0:
         die("database migrations failed")
     say("postgres: migrations applied")
@@ -535,9 +632,26 @@ def migrate(stack: Stack) -> None:
 
 
 def granian(app: str, port: int, websockets: bool = False) -> list[str]:
-    args = [str(VENV_BIN / "granian"), "--interface", "asgi", "--loop", "uvloop",
-            "--http", "1", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--no-access-log", "--log-level", "warning", "--backlog", "4096"]
+    args = [
+        str(VENV_BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+    ]
     if websockets:
         # backpressure bounds concurrent connections per worker, so sockets need room.
         args += ["--ws", "--backpressure", "20000"]
@@ -550,20 +664,41 @@ def service_specs(lay: Layout) -> list[tuple[str, list[str], str | None]]:
     """(name, argv, health URL) of every service process."""
     specs: list[tuple[str, list[str], str | None]] = []
     for i, p in enumerate(lay.iam_ports, 1):
-        specs.append((f"iam-{i}", granian("services.iam.app:app", p),
-                      f"http://127.0.0.1:{p}/api/iam/health"))
+        specs.append(
+            (f"iam-{i}", granian("services.iam.app:app", p), f"http://127.0.0.1:{p}/api/iam/health")
+        )
     for i, p in enumerate(lay.quiz_ports, 1):
-        specs.append((f"quiz-{i}", granian("services.quiz.app:app", p),
-                      f"http://127.0.0.1:{p}/api/quiz/health"))
+        specs.append(
+            (
+                f"quiz-{i}",
+                granian("services.quiz.app:app", p),
+                f"http://127.0.0.1:{p}/api/quiz/health",
+            )
+        )
     for i, p in enumerate(lay.leaderboard_ports, 1):
-        specs.append((f"leaderboard-{i}", granian("services.leaderboard.app:app", p),
-                      f"http://127.0.0.1:{p}/api/leaderboard/health"))
+        specs.append(
+            (
+                f"leaderboard-{i}",
+                granian("services.leaderboard.app:app", p),
+                f"http://127.0.0.1:{p}/api/leaderboard/health",
+            )
+        )
     for i in range(1, lay.consumers + 1):
-        specs.append((f"consumer-{i}",
-                      [str(VENV_BIN / "python"), "-m", "services.leaderboard.consumer"], None))
+        specs.append(
+            (
+                f"consumer-{i}",
+                [str(VENV_BIN / "python"), "-m", "services.leaderboard.consumer"],
+                None,
+            )
+        )
     for i, p in enumerate(lay.sio_ports, 1):
-        specs.append((f"sio-{i}", granian("realtime_sio.app:app", p, websockets=True),
-                      f"http://127.0.0.1:{p}/socket.io/?EIO=4&transport=polling"))
+        specs.append(
+            (
+                f"sio-{i}",
+                granian("realtime_sio.app:app", p, websockets=True),
+                f"http://127.0.0.1:{p}/socket.io/?EIO=4&transport=polling",
+            )
+        )
     return specs
 
 
@@ -577,11 +712,21 @@ def start_services(stack: Stack, only: str | None = None) -> None:
         started.append((name, health, pid))
     for name, health, pid in started:
         if health:
-            wait_for(name, lambda h=health: http_ok(h, expect_any=True), 60,
-                     stack.logs / f"{name}.log", pid)
+            wait_for(
+                name,
+                lambda h=health: http_ok(h, expect_any=True),
+                60,
+                stack.logs / f"{name}.log",
+                pid,
+            )
         else:
-            wait_for(name, lambda n=name: "ready" in (stack.logs / f"{n}.log").read_text(
-                errors="replace"), 60, stack.logs / f"{name}.log", pid)
+            wait_for(
+                name,
+                lambda n=name: "ready" in (stack.logs / f"{n}.log").read_text(errors="replace"),
+                60,
+                stack.logs / f"{name}.log",
+                pid,
+            )
     if started:
         say(f"services: {', '.join(n for n, _, _ in started)} ready")
 
@@ -595,42 +740,82 @@ RATE_LIMITS = {
 }
 
 
-def render_nginx(lay: Layout) -> Path:
-    """Write the nginx config for this layout from infra/nginx/nginx.conf.template."""
-    ndir = lay.run_dir / "nginx"
-    for sub in ("", "cache", "tmp"):
-        (ndir / sub).mkdir(parents=True, exist_ok=True)
-
-    def pool(ports: list[int]) -> str:
-        return "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;"
-                         for p in ports)
-
-    text = (ROOT / "infra/nginx/nginx.conf.template").read_text()
-    values = {
-        "USER": "user root;" if os.geteuid() == 0 else "",
-        "PREFIX": str(ndir),
-        "LOGS": str(lay.run_dir / "logs"),
-        "HTTP_PORT": str(lay.http_port),
-        "IAM_SERVERS": pool(lay.iam_ports),
-        "QUIZ_SERVERS": pool(lay.quiz_ports),
-        "LEADERBOARD_SERVERS": pool(lay.leaderboard_ports),
-        "SIO_SERVERS": pool(lay.sio_ports),
-        "WEB_ROOT": str(ROOT / "web" / "dist"),
-        "DOCS_ROOT": str(ROOT / "docs"),
-        "NGINX_ROOT": str(ROOT / "infra" / "nginx"),
-    }
+def nginx_text(values: dict[str, str]) -> str:
+    """infra/nginx/nginx.conf.template with its {{NAME}} placeholders filled in."""
+    values = dict(values)
     for name, (rate, burst) in RATE_LIMITS.items():
         env = os.environ.get(f"QUIZ_RATE_{name}", "")
         if env:  # e.g. QUIZ_RATE_ANSWERS=5000r/s:10000
             rate, _, b = env.partition(":")
             burst = int(b or burst)
-        values[f"RATE_{name}"] = rate
-        values[f"BURST_{name}"] = str(burst)
+        values.setdefault(f"RATE_{name}", rate)
+        values.setdefault(f"BURST_{name}", str(burst))
+    text = (ROOT / "infra/nginx/nginx.conf.template").read_text()
     for k, v in values.items():
         text = text.replace("{{" + k + "}}", v)
+    return text
+
+
+def _pool(servers: list[str]) -> str:
+    return "\n".join(f"        server {s} max_fails=1 fail_timeout=2s;" for s in servers)
+
+
+def render_nginx(lay: Layout) -> Path:
+    """Write the nginx config of this layout into the run folder."""
+    ndir = lay.run_dir / "nginx"
+    for sub in ("", "cache", "tmp"):
+        (ndir / sub).mkdir(parents=True, exist_ok=True)
+
+    def pool(ports: list[int]) -> str:
+        return _pool([f"127.0.0.1:{p}" for p in ports])
+
     conf = ndir / "nginx.conf"
-    conf.write_text(text)
+    conf.write_text(
+        nginx_text(
+            {
+                "USER": "user root;" if os.geteuid() == 0 else "",
+                "PREFIX": str(ndir),
+                "LOGS": str(lay.run_dir / "logs"),
+                "HTTP_PORT": str(lay.http_port),
+                "LISTEN_HOST": "127.0.0.1:",
+                "IAM_SERVERS": pool(lay.iam_ports),
+                "QUIZ_SERVERS": pool(lay.quiz_ports),
+                "LEADERBOARD_SERVERS": pool(lay.leaderboard_ports),
+                "SIO_SERVERS": pool(lay.sio_ports),
+                "WEB_ROOT": str(ROOT / "web" / "dist"),
+                "DOCS_ROOT": str(ROOT / "docs"),
+                "NGINX_ROOT": str(ROOT / "infra" / "nginx"),
+            }
+        )
+    )
     return conf
+
+
+COMPOSE_NGINX = ROOT / "infra" / "nginx" / "nginx.compose.conf"
+
+
+def compose_nginx_text() -> str:
+    """The same gateway for infra/compose.yaml: pools name Compose services, which
+    resolve to every replica of a `--scale`d service."""
+    defaults = {f"RATE_{n}": r for n, (r, _) in RATE_LIMITS.items()}
+    defaults |= {f"BURST_{n}": str(b) for n, (_, b) in RATE_LIMITS.items()}
+    return nginx_text(
+        {
+            **defaults,
+            "USER": "",
+            "PREFIX": "/var/cache/nginx",
+            "LOGS": "/var/log/nginx",
+            "HTTP_PORT": "8080",
+            "LISTEN_HOST": "",
+            "IAM_SERVERS": _pool(["iam:8000"]),
+            "QUIZ_SERVERS": _pool(["quiz:8000"]),
+            "LEADERBOARD_SERVERS": _pool(["leaderboard:8000"]),
+            "SIO_SERVERS": _pool(["sio:8000"]),
+            "WEB_ROOT": "/srv/web",
+            "DOCS_ROOT": "/srv/docs",
+            "NGINX_ROOT": "/etc/nginx/quizrt",
+        }
+    )
 
 
 def nginx_binary() -> str:
@@ -644,20 +829,30 @@ def start_nginx(stack: Stack) -> None:
         return
     conf = render_nginx(lay)
     binary = nginx_binary()
-    test = subprocess.run([binary, "-t", "-q", "-p", str(conf.parent), "-c", str(conf)],
-                          capture_output=True, text=True)
+    test = subprocess.run(
+        [binary, "-t", "-q", "-p", str(conf.parent), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+    )
     if test.returncode != 0:
         die(f"nginx config invalid:\n{test.stderr}")
-    pid = stack.spawn("nginx", [binary, "-p", str(conf.parent), "-c", str(conf),
-                                "-g", "daemon off;"], group="edge")
+    pid = stack.spawn(
+        "nginx",
+        [binary, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
+        group="edge",
+    )
     wait_for("nginx", lambda: port_open(lay.http_port), 20, stack.logs / "nginx.log", pid)
     say(f"nginx: ready on {lay.base_url}")
 
 
 def seed_demo(stack: Stack) -> dict:
-    r = subprocess.run([str(VENV_BIN / "python"), "-m", "services.quiz.demo"], cwd=ROOT,
-                       env={**os.environ, **stack.layout.service_env()},
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "services.quiz.demo"],
+        cwd=ROOT,
+        env={**os.environ, **stack.layout.service_env()},
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         say(f"demo quiz: could not be loaded:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
         return {}
@@ -686,8 +881,9 @@ def cmd_infra_up(stack: Stack) -> None:
 
 
 def cmd_up(stack: Stack, demo: bool = True, web: bool = True) -> None:
-    already = all(stack.running(n) for n, _, _ in service_specs(stack.layout)) and \
-        stack.running("nginx")
+    already = all(stack.running(n) for n, _, _ in service_specs(stack.layout)) and stack.running(
+        "nginx"
+    )
     if already:
         say(f"the stack is already running ({stack.dir}); `./dev down` stops it")
     if web and (ROOT / "web" / "build.sh").exists():
@@ -718,15 +914,22 @@ def summary(stack: Stack, info: dict) -> None:
         " run with infra/compose.yaml",
     ]
     if info.get("code"):
-        lines.append(f"  demo quiz         \"{info.get('title')}\": join code {info['code']}"
-                     f" (host: {info.get('host_username')} / {info.get('host_password')})")
+        lines.append(
+            f'  demo quiz         "{info.get("title")}": join code {info["code"]}'
+            f" (host: {info.get('host_username')} / {info.get('host_password')})"
+        )
     lines.append("  stop              ./dev down")
     print("\n".join(lines), flush=True)
 
 
 def cmd_down(stack: Stack) -> None:
-    order = ["nginx", *[n for n, _, _ in reversed(service_specs(stack.layout))],
-             "kafka", "redis", "postgres"]
+    order = [
+        "nginx",
+        *[n for n, _, _ in reversed(service_specs(stack.layout))],
+        "kafka",
+        "redis",
+        "postgres",
+    ]
     names = [n for n in order if n in stack.procs] + [n for n in stack.procs if n not in order]
     for name in names:
         if stack.running(name):
@@ -771,14 +974,35 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="infra.stack", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["up", "down", "infra-up", "infra-down", "status", "logs",
-                                        "env", "test", "restart", "kill", "nginx-test"])
+    ap = argparse.ArgumentParser(
+        prog="infra.stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "command",
+        choices=[
+            "up",
+            "down",
+            "infra-up",
+            "infra-down",
+            "status",
+            "logs",
+            "env",
+            "test",
+            "restart",
+            "kill",
+            "nginx-test",
+            "compose-nginx",
+        ],
+    )
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     ap.add_argument("--no-demo", action="store_true")
-    ap.add_argument("--dir", default=os.environ.get("QUIZ_STACK_DIR"),
-                    help="run folder of the stack (default .run/dev)")
+    ap.add_argument(
+        "--dir",
+        default=os.environ.get("QUIZ_STACK_DIR"),
+        help="run folder of the stack (default .run/dev)",
+    )
     a = ap.parse_args(argv)
     if a.command == "test":
         return cmd_test(a.rest)
@@ -810,7 +1034,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in a.rest:
             stack.stop(name)
             if name in ("postgres", "redis", "kafka"):
-                {"postgres": start_postgres, "redis": start_redis, "kafka": start_kafka}[name](stack)
+                {"postgres": start_postgres, "redis": start_redis, "kafka": start_kafka}[name](
+                    stack
+                )
             elif name == "nginx":
                 start_nginx(stack)
             else:
@@ -818,10 +1044,14 @@ def main(argv: list[str] | None = None) -> int:
     elif a.command == "kill":
         for name in a.rest:
             stack.stop(name, sig=signal.SIGKILL, timeout=5)
+    elif a.command == "compose-nginx":
+        COMPOSE_NGINX.write_text(compose_nginx_text())
+        print(f"wrote {COMPOSE_NGINX.relative_to(ROOT)}")
     elif a.command == "nginx-test":
         conf = render_nginx(stack.layout)
-        return subprocess.run([nginx_binary(), "-t", "-p", str(conf.parent), "-c",
-                               str(conf)]).returncode
+        return subprocess.run(
+            [nginx_binary(), "-t", "-p", str(conf.parent), "-c", str(conf)]
+        ).returncode
     return 0
 
 

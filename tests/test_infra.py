@@ -26,8 +26,9 @@ async def test_postgres_migrated_and_row_round_trip() -> None:
     await db.open_pool()
     try:
         qid = uuid.uuid4()
-        await Quiz.insert(Quiz(id=qid, owner_id=uuid.uuid4(), title="infra check", public=False,
-                               questions=[])).run()
+        await Quiz.insert(
+            Quiz(id=qid, owner_id=uuid.uuid4(), title="infra check", public=False, questions=[])
+        ).run()
         row = await Quiz.select(Quiz.title).where(Quiz.id == qid).first().run()
         assert row == {"title": "infra check"}
         await Quiz.delete().where(Quiz.id == qid).run()
@@ -87,8 +88,11 @@ def test_nginx_config_is_valid(stack_dir) -> None:
     from infra.stack import nginx_binary
 
     conf = stack_dir / "nginx" / "nginx.conf"
-    r = subprocess.run([nginx_binary(), "-t", "-p", str(conf.parent), "-c", str(conf)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [nginx_binary(), "-t", "-p", str(conf.parent), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -110,6 +114,16 @@ def test_unknown_api_path_is_json_404(http) -> None:
 
 def test_compose_file_matches_compose_spec() -> None:
     exe = shutil.which("check-jsonschema") or ".venv/bin/check-jsonschema"
-    r = subprocess.run([exe, "--builtin-schema", "vendor.compose-spec", "infra/compose.yaml"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [exe, "--builtin-schema", "vendor.compose-spec", "infra/compose.yaml"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_compose_nginx_config_is_current() -> None:
+    """infra/nginx/nginx.compose.conf is generated from the same template (`just compose-nginx`)."""
+    from infra.stack import COMPOSE_NGINX, compose_nginx_text
+
+    assert COMPOSE_NGINX.read_text() == compose_nginx_text(), "run `just compose-nginx`"

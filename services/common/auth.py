@@ -57,7 +57,7 @@ class TokenVerifier:
         for jwk in jwks.get("keys", []):
             try:
                 keys[jwk["kid"]] = PyJWK.from_dict(jwk).key
-            except Exception:  # noqa: S112 - one bad key must not hide the others
+            except Exception:
                 continue
         self.keys = keys
 
@@ -95,8 +95,12 @@ class TokenVerifier:
             raise AuthError("unknown signing key")
         try:
             claims = jwt.decode(
-                token, key=key, algorithms=ALGORITHMS, audience=self.audience,
-                issuer=self.issuer, options={"require": ["exp", "sub", "aud", "iss"]},
+                token,
+                key=key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError as e:
             raise AuthError("token expired") from e
@@ -104,8 +108,11 @@ class TokenVerifier:
             raise AuthError("invalid token") from e
         if claims.get("typ") != "access":
             raise AuthError("not an access token")
-        caller = Caller(user_id=str(claims["sub"]), role=str(claims.get("role", "player")),
-                        nickname=str(claims.get("nickname", "")))
+        caller = Caller(
+            user_id=str(claims["sub"]),
+            role=str(claims.get("role", "player")),
+            nickname=str(claims.get("nickname", "")),
+        )
         if len(self._cache) > 50_000:
             self._cache.clear()
         self._cache[token] = (caller, float(claims["exp"]))

@@ -1,6 +1,6 @@
 """The PostgreSQL engine (Piccolo on an asyncpg pool) and the migration command.
 
-    python -m services.common.db migrate     apply every Piccolo migration
+python -m services.common.db migrate     apply every Piccolo migration
 """
 
 from __future__ import annotations

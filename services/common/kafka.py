@@ -1,6 +1,6 @@
 """The one Kafka producer wrapper, topic creation, and consumer construction.
 
-    python -m services.common.kafka create-topics
+python -m services.common.kafka create-topics
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ class EventProducer:
     def started(self) -> bool:
         return self._producer is not None
 
-    async def send_many(self, topic: str, records: Iterable[tuple[str, bytes]],
-                        timeout: float = 5.0) -> None:
+    async def send_many(
+        self, topic: str, records: Iterable[tuple[str, bytes]], timeout: float = 5.0
+    ) -> None:
         """Send (key, value) records and wait until Kafka has every one of them.
 
         Sends are started together and awaited as a group, so a batch costs about one
@@ -101,13 +102,19 @@ async def create_topics(settings: Settings | None = None) -> None:
             await asyncio.sleep(0.5)
     try:
         topics = [
-            NewTopic(s.topic_score_change, num_partitions=s.score_change_partitions,
-                     replication_factor=1),
-            NewTopic(s.topic_top10, num_partitions=s.score_change_partitions,
-                     replication_factor=1,
-                     topic_configs={"cleanup.policy": "compact",
-                                    "min.cleanable.dirty.ratio": "0.1",
-                                    "segment.ms": "600000"}),
+            NewTopic(
+                s.topic_score_change, num_partitions=s.score_change_partitions, replication_factor=1
+            ),
+            NewTopic(
+                s.topic_top10,
+                num_partitions=s.score_change_partitions,
+                replication_factor=1,
+                topic_configs={
+                    "cleanup.policy": "compact",
+                    "min.cleanable.dirty.ratio": "0.1",
+                    "segment.ms": "600000",
+                },
+            ),
         ]
         existing = set(await admin.list_topics())
         todo = [t for t in topics if t.name not in existing]
@@ -120,8 +127,20 @@ async def create_topics(settings: Settings | None = None) -> None:
         await admin.close()
 
 
+async def list_topics() -> None:
+    """Print each topic with its partition count (an admin view without Kafka UI)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=get_settings().kafka_bootstrap)
+    await admin.start()
+    try:
+        for t in await admin.describe_topics(sorted(await admin.list_topics())):
+            print(f"{t['topic']:40} partitions={len(t['partitions'])}")
+    finally:
+        await admin.close()
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["create-topics"]:
-        asyncio.run(create_topics())
+    commands = {"create-topics": create_topics, "list-topics": list_topics}
+    if len(sys.argv) == 2 and sys.argv[1] in commands:
+        asyncio.run(commands[sys.argv[1]]())
     else:
-        raise SystemExit("usage: python -m services.common.kafka create-topics")
+        raise SystemExit("usage: python -m services.common.kafka create-topics|list-topics")

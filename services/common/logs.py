@@ -28,7 +28,9 @@ class RedactSecrets(logging.Filter):
 def setup_logging() -> logging.Logger:
     name = os.environ.get("QUIZ_PROCESS_NAME", "quizrt")
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    )
     handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]

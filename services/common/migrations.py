@@ -12,11 +12,13 @@ class _Raw(Table):
     pass
 
 
-def sql_migration(migration_id: str, app_name: str, description: str,
-                  statements: Sequence[str]) -> MigrationManager:
+def sql_migration(
+    migration_id: str, app_name: str, description: str, statements: Sequence[str]
+) -> MigrationManager:
     """A MigrationManager that runs ``statements`` in order."""
-    manager = MigrationManager(migration_id=migration_id, app_name=app_name,
-                               description=description)
+    manager = MigrationManager(
+        migration_id=migration_id, app_name=app_name, description=description
+    )
 
     async def run() -> None:
         for sql in statements:

@@ -54,8 +54,15 @@ def initial_version() -> int:
     return now_ms() * 1000
 
 
-async def write_score(redis: Redis, session_id: str, user_id: str, score: int,
-                      reached_ms: int, *, nickname: str | None = None) -> tuple[int, int, int]:
+async def write_score(
+    redis: Redis,
+    session_id: str,
+    user_id: str,
+    score: int,
+    reached_ms: int,
+    *,
+    nickname: str | None = None,
+) -> tuple[int, int, int]:
     """Set a player's total, bump the version; returns (rank, players, version).
 
     One pipeline (one round trip). The write is absolute, so repeating it is harmless.
@@ -75,7 +82,9 @@ async def write_score(redis: Redis, session_id: str, user_id: str, score: int,
     return (int(rank) + 1 if rank is not None else players), int(players), int(version)
 
 
-async def read_snapshot(redis: Redis, session_id: str, limit: int = 10) -> LeaderboardSnapshot | None:
+async def read_snapshot(
+    redis: Redis, session_id: str, limit: int = 10
+) -> LeaderboardSnapshot | None:
     """The top ``limit`` with the version that names exactly this state of the board.
 
     Read in one MULTI, so version, entries and player count belong together.
@@ -93,12 +102,14 @@ async def read_snapshot(redis: Redis, session_id: str, limit: int = 10) -> Leade
     if top:
         names = await redis.hmget(board_names_key(session_id), [m for m, _ in top])
     entries = [
-        LeaderboardEntry(rank=i + 1, user_id=_s(member), nickname=_s(name) if name else "",
-                         score=points_of(sc))
+        LeaderboardEntry(
+            rank=i + 1, user_id=_s(member), nickname=_s(name) if name else "", score=points_of(sc)
+        )
         for i, ((member, sc), name) in enumerate(zip(top, names, strict=False))
     ]
-    return LeaderboardSnapshot(session_id=session_id, version=int(version), players=int(players),
-                               entries=entries)
+    return LeaderboardSnapshot(
+        session_id=session_id, version=int(version), players=int(players), entries=entries
+    )
 
 
 async def read_rank(redis: Redis, session_id: str, user_id: str) -> tuple[int, int, int] | None:

@@ -21,13 +21,15 @@ def room_name(session_id: str) -> str:
 class RoomEmitter:
     def __init__(self) -> None:
         s = get_settings()
-        self._manager = socketio.AsyncRedisManager(s.redis_url, channel=s.sio_channel,
-                                                   write_only=True)
+        self._manager = socketio.AsyncRedisManager(
+            s.redis_url, channel=s.sio_channel, write_only=True
+        )
 
     async def emit(self, event: str, payload: Struct, session_id: str) -> None:
         """Send ``event`` with a contracts Struct to every socket in the session's room."""
-        await self._manager.emit(event, to_payload(payload), room=room_name(session_id),
-                                 namespace="/")
+        await self._manager.emit(
+            event, to_payload(payload), room=room_name(session_id), namespace="/"
+        )
 
 
 _emitter: RoomEmitter | None = None

@@ -74,8 +74,11 @@ def create_app(
     async def health_check() -> Response:
         states = {name: await check() for name, check in health.items()}
         ok = all(states.values())
-        body = {"service": service, "status": "ok" if ok else "degraded",
-                "dependencies": {k: "up" if v else "down" for k, v in states.items()}}
+        body = {
+            "service": service,
+            "status": "ok" if ok else "degraded",
+            "dependencies": {k: "up" if v else "down" for k, v in states.items()},
+        }
         return Response(body, status_code=200 if ok else 503)
 
     from litestar import Router
