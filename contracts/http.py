@@ -51,7 +51,7 @@ Password = Annotated[str, Meta(min_length=8, max_length=128)]
 Id = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
-class _In(Struct, forbid_unknown_fields=True, frozen=True):
+class _In(Struct, forbid_unknown_fields=True):
     """Request bodies: unknown fields are refused, so typos surface as 422."""
 
 

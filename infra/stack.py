@@ -224,7 +224,7 @@ class Stack:
 
     def running(self, name: str) -> bool:
         p = self.procs.get(name)
-        return bool(p) and pid_alive(p["pid"])
+        return p is not None and pid_alive(p["pid"])
 
     def spawn(
         self,
