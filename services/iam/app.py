@@ -1,12 +1,15 @@
-"""IAM service: users, guest players, hosts, tokens, JWKS."""
+"""IAM service: users, guest players, hosts, tokens, JWKS (Litestar app on granian)."""
 
 from services.common import db
 from services.common.web import create_app
+from services.iam.controllers import IamController
+from services.iam.service import get_iam_service
 
 app = create_app(
     "iam",
-    [],
+    [IamController],
     health={"postgres": db.ping},
-    on_startup=[db.open_pool],
+    on_startup=[db.open_pool, get_iam_service().load_keys],
     on_shutdown=[db.close_pool],
+    description="Identity: guest players, hosts, access and refresh tokens, JWKS.",
 )

@@ -1,0 +1,105 @@
+"""HTTP endpoints of the IAM service: parse, call IamService, map errors to status codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.exceptions import (
+    ClientException,
+    NotAuthorizedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_409_CONFLICT
+
+from contracts.http import GuestIn, LoginIn, RefreshIn, TokenPair, UserIn, UserOut
+from services.iam.service import (
+    IamService,
+    InvalidCredentials,
+    InvalidNickname,
+    InvalidRefreshToken,
+    UsernameTaken,
+    get_iam_service,
+)
+
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quizrt"'}
+
+
+async def trim_nickname(request: Request) -> None:
+    """before_request: trim ``nickname`` before the body is validated against its Struct.
+
+    Litestar decodes the JSON once and caches it; validation into the Struct runs
+    after this hook, so the 1-24 character rule applies to the trimmed value.
+    """
+    try:
+        body = await request.json()
+    except Exception:  # malformed JSON: the normal body parsing answers 400
+        return
+    if isinstance(body, dict) and isinstance(body.get("nickname"), str):
+        body["nickname"] = body["nickname"].strip()
+
+
+def _bad_nickname(e: InvalidNickname) -> ValidationException:
+    return ValidationException(
+        detail=f"{e} (field `nickname`)", extra=[{"key": "nickname", "message": str(e)}]
+    )
+
+
+class IamController(Controller):
+    """Guests, hosts, login, refresh and the JWKS under ``/api/iam``."""
+
+    path = ""
+    tags = ["identity"]
+    dependencies = {"iam": Provide(get_iam_service, sync_to_thread=False)}
+
+    @post(
+        "/guests",
+        status_code=HTTP_201_CREATED,
+        before_request=trim_nickname,
+        summary="Create a guest player (nickname only) and return its tokens",
+    )
+    async def create_guest(self, data: GuestIn, iam: IamService) -> TokenPair:
+        try:
+            return await iam.create_guest(data.nickname)
+        except InvalidNickname as e:
+            raise _bad_nickname(e) from e
+
+    @post(
+        "/users",
+        status_code=HTTP_201_CREATED,
+        before_request=trim_nickname,
+        summary="Register a host (username and password)",
+    )
+    async def register(self, data: UserIn, iam: IamService) -> UserOut:
+        try:
+            return await iam.register(data.username, data.password, data.nickname)
+        except InvalidNickname as e:
+            raise _bad_nickname(e) from e
+        except UsernameTaken as e:
+            raise ClientException("Username is taken", status_code=HTTP_409_CONFLICT) from e
+
+    @post("/token", status_code=HTTP_200_OK, summary="Log in a host: a token pair")
+    async def login(self, data: LoginIn, iam: IamService) -> TokenPair:
+        try:
+            return await iam.login(data.username, data.password)
+        except InvalidCredentials as e:
+            raise NotAuthorizedException(
+                "Wrong username or password", headers=_BEARER_CHALLENGE
+            ) from e
+
+    @post(
+        "/token/refresh",
+        status_code=HTTP_200_OK,
+        summary="Rotate a refresh token: a new pair; the old refresh token stops working",
+    )
+    async def refresh(self, data: RefreshIn, iam: IamService) -> TokenPair:
+        try:
+            return await iam.refresh(data.refresh_token)
+        except InvalidRefreshToken as e:
+            raise NotAuthorizedException(str(e), headers=_BEARER_CHALLENGE) from e
+
+    @get("/jwks", summary="The public keys (JWKS) that verify access tokens", sync_to_thread=False)
+    def jwks(self, iam: IamService) -> Response[dict[str, Any]]:
+        # Short public caching: verifiers refetch anyway when they meet an unknown kid.
+        return Response(iam.jwks(), headers={"Cache-Control": "public, max-age=60"})
