@@ -7,6 +7,7 @@ well-formed but invalid fields 422 naming the field, unexpected errors 500.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from services.common.logs import setup_logging
 
 log = logging.getLogger("quizrt.web")
+_BACKTICKED = re.compile(r"field `([^`]+)`")
 
 HealthCheck = Callable[[], Awaitable[bool]]
 
@@ -37,6 +39,11 @@ def _validation_error(_: Request, exc: ValidationException) -> Response:
         return _error(400, "Malformed JSON body")
     fields = [e.get("key") for e in extra if isinstance(e, dict) and e.get("key")]
     messages = [e.get("message") for e in extra if isinstance(e, dict) and e.get("message")]
+    if fields and fields[0] == "data" and messages:
+        # A missing or unknown field is reported on the whole body ("data"); name it.
+        inner = _BACKTICKED.search(messages[0])
+        if inner:
+            fields[0] = inner.group(1)
     if fields or messages:
         what = messages[0] if messages else "invalid value"
         named = f" (field `{fields[0]}`)" if fields else ""
