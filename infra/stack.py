@@ -965,7 +965,9 @@ def cmd_test(pytest_args: list[str]) -> int:
         say("running pytest")
         rc = subprocess.run([str(VENV_BIN / "pytest"), *pytest_args], cwd=ROOT, env=env).returncode
     finally:
-        cmd_down(stack)
+        # Reload: tests may have restarted processes (fault tests), so the pids
+        # in stack.json are newer than the ones this process remembers.
+        cmd_down(Stack.load(run_dir) or stack)
         if rc == 0 and not os.environ.get("QUIZ_KEEP_TEST_RUN"):
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
