@@ -1,13 +1,186 @@
-"""Socket.io tier: python-socketio AsyncServer sharing rooms through Redis."""
+"""Socket.io tier: python-socketio AsyncServer sharing rooms through Redis.
 
+    granian --interface asgi --ws ... realtime_sio.app:app
+
+Authorization happens once, at ``connect`` (the access token from ``auth.token``,
+or ``?token=`` for clients that cannot send auth); the caller is kept in the
+socket's session. ``join`` lets a session's players and host into the room
+``session:{id}`` and acks with the state and the current top 10, so a client that
+(re)connects is up to date at once. Room events come from other processes
+(quiz service, leaderboard consumer) through the Redis manager. Payloads are the
+Structs of ``contracts``; the JSON codec is msgspec.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
 import socketio
 
+from contracts import ErrorAck, JoinAck, JoinRoom, LeaveRoom, RoomLeaderboard, to_payload
+from realtime_sio import jsonmsg
+from realtime_sio.limits import ConnectionCap, EventRateLimit
+from realtime_sio.session_view import session_view
+from services.common import db
+from services.common.auth import AuthError, Caller, verifier
+from services.common.logs import setup_logging
+from services.common.redis import close_redis, get_redis
+from services.common.rooms import room_name
 from services.common.settings import get_settings
+from services.leaderboard import board
+from services.leaderboard.access import NotAParticipant, UnknownSession, session_role
 
-s = get_settings()
+setup_logging()
+log = logging.getLogger("quizrt.sio")
+settings = get_settings()
+
 sio = socketio.AsyncServer(
     async_mode="asgi",
-    client_manager=socketio.AsyncRedisManager(s.redis_url, channel=s.sio_channel),
+    client_manager=socketio.AsyncRedisManager(
+        settings.redis_url, channel=settings.sio_channel, json=jsonmsg
+    ),
+    json=jsonmsg,
+    # Token auth, no cookies: nothing for a cross-origin page to abuse, so no Origin check.
     cors_allowed_origins=[],
+    ping_interval=20,
+    ping_timeout=20,
+    max_http_buffer_size=64 * 1024,
 )
-app = socketio.ASGIApp(sio, socketio_path="socket.io")
+connections = ConnectionCap(settings.sio_max_connections)
+rate_limit = EventRateLimit(settings.sio_events_per_second)
+
+Handler = Callable[..., Awaitable[dict[str, Any]]]
+
+
+def _error(message: str) -> dict[str, Any]:
+    return to_payload(ErrorAck(ok=False, error=message))
+
+
+def client_event(handler: Handler) -> Handler:
+    """Wrap a client event: rate limited per socket, never raises (errors become ErrorAck)."""
+
+    @functools.wraps(handler)
+    async def wrapped(sid: str, *args: Any) -> dict[str, Any]:
+        if not rate_limit.allow(sid):
+            return _error("rate limited")
+        try:
+            return await handler(sid, *args)
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            return _error("temporarily unavailable, retry")
+
+    return wrapped
+
+
+def _token(auth: Any, environ: dict) -> str | None:
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        return auth["token"]
+    tokens = parse_qs(environ.get("QUERY_STRING", "")).get("token")
+    return tokens[0] if tokens else None
+
+
+@sio.event
+async def connect(sid: str, environ: dict, auth: Any = None) -> None:
+    token = _token(auth, environ)
+    if not token:
+        raise socketio.exceptions.ConnectionRefusedError("missing token")
+    try:
+        caller = await verifier.verify(token)
+    except AuthError as e:
+        raise socketio.exceptions.ConnectionRefusedError(str(e)) from e
+    if not connections.admit(sid):
+        raise socketio.exceptions.ConnectionRefusedError("server full, retry later")
+    await sio.save_session(sid, {"caller": caller})
+
+
+@sio.event
+async def disconnect(sid: str, reason: Any = None) -> None:
+    connections.release(sid)
+    rate_limit.forget(sid)
+
+
+def _payload(struct: type[msgspec.Struct], args: tuple) -> Any:
+    """The event's first argument as ``struct``; raises ValueError when malformed."""
+    if len(args) != 1:
+        raise ValueError("expected one payload object")
+    try:
+        return msgspec.convert(args[0], struct)
+    except msgspec.ValidationError as e:
+        raise ValueError(str(e)) from e
+
+
+@sio.on("join")
+@client_event
+async def join(sid: str, *args: Any) -> dict[str, Any]:
+    """``join {session_id}``: players and the host enter the room; ack with the snapshot."""
+    try:
+        msg: JoinRoom = _payload(JoinRoom, args)
+    except ValueError as e:
+        return _error(f"invalid payload: {e}")
+    caller: Caller = (await sio.get_session(sid))["caller"]
+    redis = get_redis()
+    try:
+        role = await session_role(redis, msg.session_id, caller.user_id)
+    except UnknownSession:
+        return _error("unknown session")
+    except NotAParticipant:
+        return _error("not a participant of this session: join it first")
+    # Enter before reading, so no change falls between the snapshot and the room's
+    # events (an older event arriving after the ack is dropped by its version).
+    await sio.enter_room(sid, room_name(msg.session_id))
+    snap = await board.top(redis, msg.session_id)
+    view = await session_view(redis, msg.session_id)
+    if view is None:
+        await sio.leave_room(sid, room_name(msg.session_id))
+        return _error("unknown session")
+    return to_payload(
+        JoinAck(
+            ok=True,
+            state=view.state,
+            mode=view.mode,
+            role=role,
+            question=view.question,
+            leaderboard=RoomLeaderboard(
+                session_id=snap.session_id,
+                version=snap.version,
+                players=snap.players,
+                entries=snap.entries,
+            ),
+        )
+    )
+
+
+@sio.on("leave")
+@client_event
+async def leave(sid: str, *args: Any) -> dict[str, Any]:
+    """``leave {session_id}``: stop receiving the session's room events."""
+    try:
+        msg: LeaveRoom = _payload(LeaveRoom, args)
+    except ValueError as e:
+        return _error(f"invalid payload: {e}")
+    await sio.leave_room(sid, room_name(msg.session_id))
+    return {"ok": True}
+
+
+@sio.on("*")
+async def unknown_event(event: str, sid: str, *args: Any) -> dict[str, Any]:
+    if not rate_limit.allow(sid):
+        return _error("rate limited")
+    return _error(f"unknown event {event!r}")
+
+
+async def _startup() -> None:
+    await db.open_pool()
+
+
+async def _shutdown() -> None:
+    await db.close_pool()
+    await close_redis()
+
+
+app = socketio.ASGIApp(sio, socketio_path="socket.io", on_startup=_startup, on_shutdown=_shutdown)

@@ -127,3 +127,59 @@ async def read_rank(redis: Redis, session_id: str, user_id: str) -> tuple[int, i
 
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
+
+
+# One session's snapshot in one atomic step: version, top N with scores, player
+# count and the nicknames of the top N. A script (not MULTI) so that several
+# sessions can share one pipelined round trip and each stays on its own cluster slot.
+_SNAPSHOT_LUA = """
+local ver = redis.call('GET', KEYS[1])
+if not ver then return false end
+local top = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local players = redis.call('ZCARD', KEYS[2])
+local names = {}
+if #top > 0 then
+  local ids = {}
+  for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
+  names = redis.call('HMGET', KEYS[3], unpack(ids))
+end
+return {ver, players, top, names}
+"""
+
+
+async def read_snapshots(
+    redis: Redis, session_ids: list[str], limit: int = 10
+) -> dict[str, LeaderboardSnapshot | None]:
+    """Snapshots of several sessions in one round trip; None for a board missing in Redis.
+
+    Each session's version, entries and player count are read atomically (one script
+    call per session), so one version always names one snapshot.
+    """
+    script = redis.register_script(_SNAPSHOT_LUA)
+    pipe = redis.pipeline(transaction=False)
+    for sid in session_ids:
+        await script(
+            keys=[board_version_key(sid), board_key(sid), board_names_key(sid)],
+            args=[max(limit, 1)],
+            client=pipe,
+        )
+    results = await pipe.execute()
+    out: dict[str, LeaderboardSnapshot | None] = {}
+    for sid, res in zip(session_ids, results, strict=True):
+        if not res:
+            out[sid] = None
+            continue
+        version, players, flat, names = res
+        entries = [
+            LeaderboardEntry(
+                rank=i + 1,
+                user_id=_s(flat[2 * i]),
+                nickname=_s(names[i]) if names[i] else "",
+                score=points_of(float(flat[2 * i + 1])),
+            )
+            for i in range(len(flat) // 2)
+        ]
+        out[sid] = LeaderboardSnapshot(
+            session_id=sid, version=int(version), players=int(players), entries=entries
+        )
+    return out

@@ -1,0 +1,60 @@
+"""Who may read a session's board and join its room: its players and its host.
+
+Redis answers the common case in one round trip (the board's nickname hash has
+every joined player; the session hash names the host); PostgreSQL answers when
+Redis does not know (not cached yet, or lost).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from services.common import db
+from services.common.redis import board_names_key, session_key
+from services.leaderboard.rebuild import parse_session_id
+
+SessionRole = Literal["player", "host"]
+
+
+class UnknownSession(Exception):
+    """No session has this id."""
+
+
+class NotAParticipant(Exception):
+    """The caller is neither a player nor the host of the session."""
+
+
+async def session_role(redis: Redis, session_id: str, user_id: str) -> SessionRole:
+    """The caller's role in the session; raises UnknownSession or NotAParticipant."""
+    sid = parse_session_id(session_id)
+    if sid is None:
+        raise UnknownSession(session_id)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hget(session_key(session_id), "host_id")
+    pipe.hexists(board_names_key(session_id), user_id)
+    host_id, is_player = await pipe.execute()
+    if host_id is not None and _s(host_id) == user_id:
+        return "host"
+    if is_player:
+        return "player"
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            "select s.host_id, exists(select 1 from session_player p"
+            " where p.session_id = s.id and p.user_id::text = $2) as joined"
+            " from quiz_session s where s.id = $1",
+            sid,
+            user_id,
+        )
+    if row is None:
+        raise UnknownSession(session_id)
+    if str(row["host_id"]) == user_id:
+        return "host"
+    if row["joined"]:
+        return "player"
+    raise NotAParticipant(session_id)
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
