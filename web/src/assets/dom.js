@@ -1,0 +1,78 @@
+// Tiny DOM helpers: no framework, text always set through textContent.
+
+/** First element matching `sel` inside `root` (default: document). */
+export const $ = (sel, root = document) => root.querySelector(sel);
+
+/** Create an element: h("li", {class: "x", dataset: {id: 1}}, "text", child). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c == null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** Show exactly one `.view` section (by id) and move focus to its heading. */
+export function showView(id, { focus = true } = {}) {
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== id;
+  const boot = document.getElementById("boot");
+  if (boot) boot.remove();
+  const view = document.getElementById(id);
+  if (focus && view) {
+    const heading = view.querySelector("h1");
+    if (heading) {
+      heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+    }
+  }
+  return view;
+}
+
+/** Say `text` to screen readers through the page's polite live region. */
+export function announce(text) {
+  const el = document.getElementById("announcer");
+  if (!el) return;
+  el.textContent = "";
+  // A fresh text node after a tick makes screen readers repeat equal messages.
+  setTimeout(() => (el.textContent = text), 50);
+}
+
+/** Put `message` into the `[data-error]` element of `root` (empty clears it). */
+export function setError(root, message) {
+  const el = root.querySelector("[data-error]");
+  if (el) el.textContent = message || "";
+}
+
+/** Disable the submit buttons of a form while `promise` runs. */
+export async function busy(form, promise) {
+  const buttons = [...form.querySelectorAll("button")];
+  buttons.forEach((b) => (b.disabled = true));
+  form.setAttribute("aria-busy", "true");
+  try {
+    return await promise;
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+    form.removeAttribute("aria-busy");
+  }
+}
+
+/** Show the connection state in the top bar. */
+export function setNetStatus(state) {
+  const el = document.getElementById("net");
+  if (!el) return;
+  const labels = { connected: "Live", connecting: "Connecting…", offline: "Reconnecting…", "": "" };
+  el.textContent = labels[state] ?? state;
+  el.dataset.state = state;
+}
+
+export const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+export const fmt = (n) => Number(n || 0).toLocaleString("en-US");

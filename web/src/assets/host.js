@@ -1,0 +1,378 @@
+// Host view: sign up / sign in -> write a quiz -> open a live session -> show
+// the join code, watch players arrive, start and advance, see each question's
+// answer distribution -> podium and results CSV.
+
+import { Api, describeError } from "./api.js";
+import { Countdown, serverOffset } from "./clock.js";
+import { $, announce, busy, fmt, h, plural, setError, showView } from "./dom.js";
+import { Board, renderBoard, renderPodium } from "./leaderboard.js";
+import { mountQuizEditor } from "./quiz-form.js";
+import { openRoom } from "./realtime.js";
+import { load, save } from "./store.js";
+
+const api = new Api("host");
+const SESSION_KEY = "host.session";
+const QUIZZES_KEY = "host.quizzes";
+
+/** The live session on screen (null on the other host views). */
+let live = null;
+
+/** Entry point of /host. */
+export function startHost() {
+  api.onSignedOut = () => {
+    closeSession({ forget: false });
+    showAuth("Your sign-in expired. Sign in again.");
+  };
+  wire();
+  const session = load(SESSION_KEY);
+  if (!api.token) showAuth();
+  else if (session) enterSession(session);
+  else showDash();
+}
+
+function wire() {
+  $("#h-signin").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = e.currentTarget;
+    const body = { username: form.elements.username.value.trim(), password: form.elements.password.value };
+    if (!body.username || !body.password) return setError(form, "Enter your username and password.");
+    setError(form, "");
+    try {
+      await busy(form, signIn(body));
+    } catch (err) {
+      setError(form, err.status === 401 ? "Wrong username or password." : describeError(err));
+    }
+  });
+
+  $("#h-signup").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = e.currentTarget;
+    const username = form.elements.username.value.trim();
+    const password = form.elements.password.value;
+    const nickname = form.elements.nickname.value.trim();
+    if (!/^[A-Za-z0-9_.@-]{3,40}$/.test(username))
+      return setError(form, "Username: 3 to 40 letters, digits or . _ @ -");
+    if (password.length < 8) return setError(form, "Password: at least 8 characters.");
+    setError(form, "");
+    try {
+      await busy(
+        form,
+        (async () => {
+          await api.post("/api/iam/users", { username, password, ...(nickname ? { nickname } : {}) }, { auth: false });
+          await signIn({ username, password });
+        })(),
+      );
+    } catch (err) {
+      setError(form, err.status === 409 ? "This username is taken." : describeError(err));
+    }
+  });
+
+  $("#h-signout").addEventListener("click", () => {
+    api.auth = null;
+    save(SESSION_KEY, null);
+    showAuth();
+  });
+
+  mountQuizEditor($("#h-quiz-form"), async (body) => {
+    let created;
+    try {
+      created = await api.post("/api/quiz/quizzes", body);
+    } catch (err) {
+      throw new Error(describeError(err));
+    }
+    rememberQuiz({ ...created, title: created.title || body.title, public: !!body.public });
+    announce(`Quiz "${created.title || body.title}" created.`);
+    await loadQuizzes(created.id);
+  });
+
+  $("#h-advance").addEventListener("click", advance);
+  $("#h-csv").addEventListener("click", downloadCsv);
+  $("#h-close-session").addEventListener("click", () => {
+    closeSession();
+    showDash();
+  });
+}
+
+async function signIn(body) {
+  const pair = await api.post("/api/iam/token", body, { auth: false });
+  if (pair.user?.role !== "host") throw new Error("This account cannot host quizzes.");
+  api.auth = pair;
+  showDash();
+}
+
+function showAuth(message = "") {
+  showView("h-auth");
+  setError($("#h-signin"), message);
+  $("#h-in-user").focus();
+}
+
+// ----------------------------------------------------------------------------- quizzes
+
+function showDash() {
+  showView("h-dash");
+  $("[data-host-name]", $("#h-dash")).textContent = `Signed in as ${api.user?.nickname || api.user?.username || "host"}`;
+  loadQuizzes();
+}
+
+function myQuizzes() {
+  return load(QUIZZES_KEY, []).filter((q) => q.owner === api.user?.id);
+}
+
+function rememberQuiz(quiz) {
+  const all = load(QUIZZES_KEY, []).filter((q) => q.id !== quiz.id);
+  all.unshift({ ...quiz, owner: api.user?.id });
+  save(QUIZZES_KEY, all.slice(0, 50));
+}
+
+/** List this browser's quizzes plus the public ones; `focusId` gets focus. */
+async function loadQuizzes(focusId = null) {
+  const dash = $("#h-dash");
+  const status = $("[data-quizzes-status]", dash);
+  const quizzes = myQuizzes();
+  try {
+    const { items } = await api.get("/api/quiz/quizzes");
+    for (const q of items) if (!quizzes.some((m) => m.id === q.id)) quizzes.push({ ...q, public: true, listed: true });
+  } catch (err) {
+    status.textContent = `Public quizzes could not be loaded: ${describeError(err)}`;
+  }
+  if (!quizzes.length) status.textContent = "No quizzes yet: write one below.";
+  else if (!status.textContent.startsWith("Public")) status.textContent = "";
+  $("#h-quizzes").replaceChildren(
+    ...quizzes.map((q) =>
+      h(
+        "li",
+        { dataset: { quiz: q.id } },
+        h(
+          "span",
+          { class: "quiz-name" },
+          q.title,
+          h("span", { class: "muted small" }, ` · ${plural(q.question_count, "question")}${q.public ? " · public" : ""}`),
+        ),
+        h(
+          "button",
+          { type: "button", class: "btn primary", "aria-label": `Open a live session of ${q.title}`, onclick: (e) => openSession(q, e.currentTarget) },
+          "Open live session",
+        ),
+      ),
+    ),
+  );
+  if (focusId) $(`#h-quizzes [data-quiz="${CSS.escape(focusId)}"] button`)?.focus();
+}
+
+async function openSession(quiz, button) {
+  const dash = $("#h-dash");
+  setError(dash, "");
+  button.disabled = true;
+  try {
+    const s = await api.post("/api/quiz/sessions", { quiz_id: quiz.id, mode: "live" });
+    const session = { ...s, quiz_id: quiz.id, title: quiz.title, question_count: quiz.question_count };
+    save(SESSION_KEY, session);
+    enterSession(session);
+  } catch (err) {
+    setError(dash, err.status === 403 ? "Only the quiz's author can open a session of it." : describeError(err));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ----------------------------------------------------------------------------- live session
+
+function closeSession({ forget = true } = {}) {
+  if (live) {
+    live.room?.close();
+    live.countdown.stop();
+  }
+  live = null;
+  if (forget) save(SESSION_KEY, null);
+}
+
+async function enterSession(session) {
+  closeSession({ forget: false });
+  const root = $("#h-session");
+  live = {
+    session,
+    root,
+    board: new Board(),
+    countdown: new Countdown($(".countdown", root)),
+    question: null,
+    index: -1,
+    players: 0,
+    room: null,
+  };
+  showView("h-session");
+  $("#h-s-title").textContent = session.title || "Live quiz";
+  $("[data-code]", root).textContent = session.code;
+  $("[data-join-url]", root).textContent = `${location.host}/join/${session.code}`;
+  $("#h-question").hidden = true;
+  $("#h-closed").hidden = true;
+  $("#h-podium").hidden = true;
+  setError(root, "");
+  drawBoard();
+  setPlayers(0);
+  setState(session.state || "lobby");
+
+  if (api.tokenTtl() < 30) await api.refresh();
+  const current = live;
+  const mine = (fn) => (ev) => current === live && fn(ev);
+  live.room = openRoom(api, session.id, {
+    joined: mine(onJoined),
+    refused: mine((error) => {
+      closeSession();
+      showDash();
+      setError($("#h-dash"), `Could not reopen the session: ${error}`);
+    }),
+    leaderboard: mine(onLeaderboard),
+    question: mine((ev) => showQuestion(ev, serverOffset(ev.server_time_ms))),
+    question_closed: mine(onQuestionClosed),
+    session_state: mine((ev) => {
+      setPlayers(ev.players);
+      if (typeof ev.question_index === "number" && ev.question_index >= 0) live.index = ev.question_index;
+      setState(ev.state);
+    }),
+    session_ended: mine((ev) => {
+      live.board.finish(ev.entries, ev.players);
+      drawBoard();
+      setState("ended");
+    }),
+  });
+}
+
+function onJoined(ack) {
+  if (ack.leaderboard) onLeaderboard(ack.leaderboard);
+  if (ack.question) showQuestion(ack.question, serverOffset(ack.question.server_time_ms));
+  if (ack.state) setState(ack.state);
+}
+
+function onLeaderboard(snap) {
+  if (!live.board.accept(snap)) return;
+  drawBoard();
+  setPlayers(snap.players);
+}
+
+function drawBoard() {
+  renderBoard($("[data-board]", live.root), live.board, null, $("[data-board-players]", live.root));
+  if (live.session.state === "ended") renderPodium($("[data-podium]", live.root), live.board.snapshot?.entries, null);
+}
+
+function setPlayers(n) {
+  if (typeof n !== "number") return;
+  live.players = n;
+  $("[data-h-players]", live.root).textContent = String(n);
+  $("[data-h-players-word]", live.root).textContent = n === 1 ? "player" : "players";
+}
+
+function setState(state) {
+  const s = live.session;
+  if (s.state !== state) {
+    s.state = state;
+    save(SESSION_KEY, s);
+    if (state === "ended") announce("The quiz has ended.");
+  }
+  const labels = { lobby: "Waiting for players", running: "Running", ended: "Ended" };
+  $("[data-h-state]", live.root).textContent = labels[state] || state;
+  $("[data-join]", live.root).classList.toggle("compact", state !== "lobby");
+  $("[data-join]", live.root).hidden = state === "ended";
+  const advanceBtn = $("#h-advance");
+  advanceBtn.hidden = state === "ended";
+  advanceBtn.textContent = advanceLabel();
+  $("#h-csv").hidden = state !== "ended";
+  $("#h-podium").hidden = state !== "ended";
+  if (state === "ended") {
+    live.countdown.close();
+    $("#h-question").hidden = true;
+    renderPodium($("[data-podium]", live.root), live.board.snapshot?.entries, null);
+  }
+}
+
+function questionCount() {
+  return live.question?.count || live.session.question_count || 0;
+}
+
+function advanceLabel() {
+  if (live.session.state === "lobby") return "Start";
+  const count = questionCount();
+  return count && live.index >= count - 1 ? "Finish and show podium" : "Next question";
+}
+
+async function advance() {
+  const button = $("#h-advance");
+  setError(live.root, "");
+  button.disabled = true;
+  const current = live;
+  try {
+    const res = await api.post(`/api/quiz/sessions/${encodeURIComponent(live.session.id)}/advance`);
+    if (current !== live) return;
+    live.index = res.question_index;
+    setState(res.state);
+  } catch (err) {
+    if (current === live) setError(live.root, describeError(err));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showQuestion(q, offset) {
+  live.question = q;
+  live.index = q.index;
+  const panel = $("#h-question");
+  panel.hidden = false;
+  $("[data-q-index]", panel).textContent = `Question ${q.index + 1} of ${q.count}`;
+  $("[data-q-text]", panel).textContent = q.text;
+  $("[data-choices]", panel).replaceChildren(
+    ...q.choices.map((text, i) =>
+      h("li", { class: `choice c${i}` }, h("span", { class: "key", "aria-hidden": "true" }, String(i + 1)), h("span", { class: "text" }, text)),
+    ),
+  );
+  live.countdown.start(q.deadline_ms, q.time_limit_s, offset);
+  $("#h-advance").textContent = advanceLabel();
+  if (live.session.state === "lobby") setState("running");
+}
+
+function onQuestionClosed(ev) {
+  const q = live.question?.question_id === ev.question_id ? live.question : null;
+  if (q) {
+    live.countdown.close();
+    [...$("#h-question [data-choices]").children].forEach((li, i) => {
+      li.classList.toggle("correct", i === ev.answer);
+      li.classList.toggle("dim", i !== ev.answer);
+    });
+  }
+  const choices = q?.choices || ev.distribution.map((_, i) => `Choice ${i + 1}`);
+  const total = ev.distribution.reduce((a, b) => a + b, 0);
+  const panel = $("#h-closed");
+  $("[data-closed-index]", panel).textContent = String((q?.index ?? ev.index ?? 0) + 1);
+  $("[data-distribution]", panel).replaceChildren(
+    ...choices.map((text, i) => {
+      const n = ev.distribution[i] || 0;
+      const right = i === ev.answer;
+      return h(
+        "li",
+        { class: `dist c${i} ${right ? "correct" : ""}`.trim(), style: `--share:${total ? n / total : 0}` },
+        h("span", { class: "label" }, text, right ? h("span", { class: "tick" }, " ✓ right answer") : null),
+        h("span", { class: "bar", "aria-hidden": "true" }, h("span")),
+        h("span", { class: "n" }, `${fmt(n)}`),
+      );
+    }),
+  );
+  panel.hidden = false;
+}
+
+async function downloadCsv() {
+  const button = $("#h-csv");
+  setError(live.root, "");
+  button.disabled = true;
+  try {
+    const res = await api.get(`/api/quiz/sessions/${encodeURIComponent(live.session.id)}/results?format=csv`, { raw: true });
+    const blob = await res.blob();
+    const url = URL.createObjectURL(blob);
+    const a = h("a", { href: url, download: `quiz-results-${live.session.code}.csv`, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (err) {
+    setError(live.root, describeError(err));
+  } finally {
+    button.disabled = false;
+  }
+}

@@ -1,0 +1,102 @@
+// The session's socket.io room: connect with the access token, join the room
+// on every (re)connect and hand the join ack to the page so it can redraw
+// everything it may have missed while offline.
+
+import { io } from "./socket.io.esm.min.js";
+import { setNetStatus } from "./dom.js";
+
+const EVENTS = ["leaderboard", "question", "question_closed", "session_state", "session_ended"];
+
+/**
+ * Open the room of `sessionId` as the identity of `api`.
+ * `handlers`: {joined(ack), refused(error), leaderboard(ev), question(ev),
+ * question_closed(ev), session_state(ev), session_ended(ev)}.
+ * Returns {close()}.
+ */
+export function openRoom(api, sessionId, handlers) {
+  // Long-polling requests must reach the same socket.io process: nginx hashes on ?sticky.
+  const sticky = Math.random().toString(36).slice(2, 12);
+  const socket = io({
+    path: "/socket.io",
+    transports: ["websocket", "polling"],
+    tryAllTransports: true,
+    query: { sticky },
+    // A function, so every reconnection sends the token that is current then.
+    auth: (cb) => cb({ token: api.token }),
+    reconnectionDelay: 400,
+    reconnectionDelayMax: 4000,
+    timeout: 8000,
+  });
+  let closed = false;
+  let refusals = 0;
+  let lastRefresh = 0;
+
+  for (const name of EVENTS) {
+    socket.on(name, (payload) => {
+      if (payload?.session_id && payload.session_id !== sessionId) return;
+      handlers[name]?.(payload);
+    });
+  }
+
+  const join = () => {
+    socket.timeout(8000).emit("join", { session_id: sessionId }, (err, ack) => {
+      if (closed) return;
+      if (err) {
+        // No ack in time: try again while the connection is up.
+        if (socket.connected) setTimeout(join, 1000);
+        return;
+      }
+      if (ack && ack.ok === false) handlers.refused?.(ack.error || "refused");
+      else handlers.joined?.(ack || {});
+    });
+  };
+
+  socket.on("connect", () => {
+    refusals = 0;
+    setNetStatus("connected");
+    join();
+  });
+
+  socket.on("disconnect", (reason) => {
+    if (closed) return;
+    setNetStatus("offline");
+    // The server dropped us on purpose (e.g. token expired): reconnect by hand.
+    if (reason === "io server disconnect") reconnectWithFreshToken();
+  });
+
+  socket.on("connect_error", () => {
+    if (closed) return;
+    setNetStatus("offline");
+    // socket.active is false when the server refused the connection (bad or
+    // expired token); socket.io then stops retrying on its own.
+    if (!socket.active) reconnectWithFreshToken();
+  });
+
+  async function reconnectWithFreshToken() {
+    refusals += 1;
+    if (Date.now() - lastRefresh > 20000 || api.tokenTtl() < 30) {
+      lastRefresh = Date.now();
+      await api.refresh(api.token);
+    }
+    if (!api.token) {
+      handlers.refused?.("signed out");
+      return;
+    }
+    setTimeout(() => !closed && socket.connect(), Math.min(400 * 2 ** refusals, 8000));
+  }
+
+  const online = () => !closed && !socket.connected && socket.connect();
+  window.addEventListener("online", online);
+  setNetStatus("connecting");
+
+  return {
+    socket,
+    close() {
+      closed = true;
+      window.removeEventListener("online", online);
+      if (socket.connected) socket.emit("leave", { session_id: sessionId });
+      socket.disconnect();
+      setNetStatus("");
+    },
+  };
+}
