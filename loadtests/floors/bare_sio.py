@@ -1,0 +1,31 @@
+"""The socket.io floor: python-socketio with the stack's Redis manager, nothing else.
+
+Any client may connect; ``join`` puts it in the room named in the payload. A
+write-only manager in the bench process emits to that room, as the leaderboard
+consumer does in the product.
+"""
+
+from __future__ import annotations
+
+import os
+
+import socketio
+
+from loadtests.floors import FLOOR_CHANNEL
+
+CHANNEL = os.environ.get("QUIZ_FLOOR_SIO_CHANNEL", FLOOR_CHANNEL)
+
+sio = socketio.AsyncServer(
+    async_mode="asgi",
+    client_manager=socketio.AsyncRedisManager(os.environ["QUIZ_REDIS_URL"], channel=CHANNEL),
+    cors_allowed_origins=[],
+)
+
+
+@sio.event
+async def join(sid: str, data: dict) -> dict:
+    await sio.enter_room(sid, f"session:{data['session_id']}")
+    return {"ok": True}
+
+
+app = socketio.ASGIApp(sio, socketio_path="socket.io")

@@ -1,0 +1,189 @@
+"""Start the floor servers beside a stack and measure them with the bench's workers.
+
+HTTP floor: ``bare_http`` on granian with ``infra.stack.granian``'s settings (the
+same function starts the real services), as many processes as the quiz service
+has, behind an nginx rendered from the stack's own template (same location
+block, same rate-limit zone, same keepalive pools). Load: closed loop, the same
+worker processes and client code as the scenarios.
+
+socket.io floor: ``bare_sio`` on granian with the websocket settings of the
+stack, as many processes as the socket.io tier has, rooms shared through
+``AsyncRedisManager`` on the stack's Redis; a write-only manager in this process
+emits a leaderboard-sized event to one room of N clients connected through that
+nginx. Measured: emit -> receipt at each client (one machine, one clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import socketio
+
+from infra.stack import Layout, Stack, free_port, granian, http_ok, nginx_binary, render_nginx
+from loadtests.floors import FLOOR_CHANNEL as CHANNEL
+from loadtests.pool import WorkerPool
+from loadtests.stats import summary
+
+ANSWER_PATH = "/api/quiz/sessions/floor/answers"
+
+
+class FloorServers:
+    """The bare servers and their nginx, managed like a stack (logs, stack.json)."""
+
+    def __init__(self, run_dir: Path, redis_url: str, http_procs: int, sio_procs: int):
+        self.layout = Layout(
+            run_dir=run_dir,
+            http_port=free_port(),
+            pg_port=0,
+            redis_port=0,
+            kafka_port=0,
+            kafka_ctrl_port=0,
+            iam_ports=[free_port()],
+            quiz_ports=[free_port() for _ in range(http_procs)],
+            leaderboard_ports=[free_port()],
+            sio_ports=[free_port() for _ in range(sio_procs)],
+            consumers=0,
+            external={
+                "redis_url": redis_url,
+                "database_url": "postgresql://-",
+                "kafka_bootstrap": "-",
+            },
+        )
+        self.stack = Stack(self.layout)
+
+    @property
+    def port(self) -> int:
+        return self.layout.http_port
+
+    async def start(self) -> None:
+        lay = self.layout
+        for i, p in enumerate(lay.quiz_ports, 1):
+            self.stack.spawn(f"bare-http-{i}", granian("loadtests.floors.bare_http:app", p))
+        for i, p in enumerate(lay.sio_ports, 1):
+            self.stack.spawn(
+                f"bare-sio-{i}", granian("loadtests.floors.bare_sio:app", p, websockets=True)
+            )
+        conf = render_nginx(lay)
+        self.stack.spawn(
+            "nginx",
+            [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
+            group="edge",
+        )
+        urls = [f"http://127.0.0.1:{p}/schema" for p in lay.quiz_ports]
+        urls += [f"http://127.0.0.1:{p}/socket.io/?EIO=4&transport=polling" for p in lay.sio_ports]
+        urls.append(f"http://127.0.0.1:{lay.http_port}/socket.io/?EIO=4&transport=polling")
+        deadline = time.monotonic() + 60
+        for url in urls:
+            while not await asyncio.to_thread(http_ok, url, True):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"floor server not ready: {url} (logs in {lay.run_dir})")
+                await asyncio.sleep(0.2)
+
+    def pids(self) -> dict[str, int]:
+        return {n: p["pid"] for n, p in self.stack.procs.items()}
+
+    def stop(self) -> None:
+        for name in list(self.stack.procs):
+            self.stack.stop(name, timeout=5)
+
+
+async def http_floor(
+    pool: WorkerPool, port: int, connections: int, duration: float, warmup: float = 2.0
+) -> dict:
+    """Closed-loop POSTs of an answer body through nginx: accepted/s and round trip."""
+    per = max(1, connections // len(pool.workers))
+    body = {"question_id": str(uuid.uuid4()), "choice": 1}
+    args = {
+        "host": "127.0.0.1",
+        "port": port,
+        "path": ANSWER_PATH,
+        "body": body,
+        "connections": per,
+    }
+    await pool.ask("http_floor", "result", duration=warmup, **args)
+    replies = await pool.ask("http_floor", "result", duration=duration, **args)
+    ok = sum(r["ok"] for r in replies)
+    elapsed = max(r["elapsed"] for r in replies)
+    status: dict[str, int] = {}
+    for r in replies:
+        for k, v in r["status"].items():
+            status[k] = status.get(k, 0) + v
+    return {
+        "requests_per_s": round(ok / elapsed, 1),
+        "connections": per * len(pool.workers),
+        "duration_s": round(elapsed, 1),
+        "rtt_ms": summary(x for r in replies for x in r["rtt_ms"]),
+        "status": status,
+    }
+
+
+def leaderboard_sized_payload(seq: int, players: int) -> dict:
+    """An event shaped and sized like a real ``leaderboard`` (10 entries)."""
+    return {
+        "seq": seq,
+        "t": time.time() * 1000.0,
+        "session_id": str(uuid.uuid4()),
+        "version": 1_700_000_000_000_000 + seq,
+        "players": players,
+        "entries": [
+            {
+                "rank": i + 1,
+                "user_id": str(uuid.uuid4()),
+                "nickname": f"player-{i:04d}",
+                "score": 10_000 - i * 137,
+            }
+            for i in range(10)
+        ],
+    }
+
+
+async def sio_floor(
+    pool: WorkerPool,
+    port: int,
+    redis_url: str,
+    clients: int,
+    broadcasts: int = 20,
+    interval: float = 0.3,
+) -> dict:
+    """One room of ``clients`` sockets; ``broadcasts`` emits through Redis; latencies."""
+    room = f"floor{uuid.uuid4().hex[:8]}"
+    per = [
+        clients // len(pool.workers) + (1 if i < clients % len(pool.workers) else 0)
+        for i in range(len(pool.workers))
+    ]
+    ready = await pool.ask(
+        "sio_connect", "ready", [{"n": n} for n in per], host="127.0.0.1", port=port, room=room
+    )
+    connected = sum(r["ready"] for r in ready)
+    emitter = socketio.AsyncRedisManager(redis_url, channel=CHANNEL, write_only=True)
+    await asyncio.sleep(0.5)
+    for seq in range(broadcasts):
+        await emitter.emit(
+            "floor",
+            leaderboard_sized_payload(seq, connected),
+            room=f"session:{room}",
+            namespace="/",
+        )
+        await asyncio.sleep(interval)
+    await asyncio.sleep(1.0)
+    replies = await pool.ask("sio_collect", "result")
+    per_seq: dict[str, list[float]] = {}
+    for r in replies:
+        for k, v in r["latencies"].items():
+            per_seq.setdefault(k, []).extend(v)
+    last = [max(v) for v in per_seq.values() if v]
+    all_lat = [x for v in per_seq.values() for x in v]
+    delivered = len(all_lat)
+    return {
+        "clients": connected,
+        "connect_failures": sum(r["failed"] for r in ready),
+        "broadcasts": broadcasts,
+        "delivered": delivered,
+        "expected": connected * broadcasts,
+        "emit_to_last_client_ms": summary(last),
+        "emit_to_client_ms": summary(all_lat),
+        "disconnects": sum(r["disconnects"] for r in replies),
+    }
