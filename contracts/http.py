@@ -198,6 +198,10 @@ class AnswerResult(Struct):
     rank: int
     streak: int = 0
     elapsed_ms: int = 0
+    # The board version this answer's write produced (0: the board did not change or
+    # the write missed Redis). The first `leaderboard` event with a version at least
+    # this one reflects the answer: load tests time answer -> leaderboard with it.
+    version: int = 0
 
 
 class AnswerRecord(Struct):
