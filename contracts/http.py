@@ -137,6 +137,8 @@ class QuizDetail(Struct):
     public: bool
     questions: list[QuestionIn]
     open_session_id: str | None = None
+    # The id of each question, in order (answers and results name questions by id).
+    question_ids: list[str] = []
 
 
 class SessionIn(_In):
