@@ -69,6 +69,7 @@ function wireForms() {
     api.auth = null;
     showName();
   });
+  $("#p-public-refresh").addEventListener("click", () => loadPublicQuizzes());
   $("#p-next").addEventListener("click", () => nextSelfPacedQuestion());
   $("#p-again").addEventListener("click", () => {
     leaveGame();

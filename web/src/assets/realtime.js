@@ -46,8 +46,12 @@ export function openRoom(api, sessionId, handlers) {
         if (socket.connected) setTimeout(join, 1000);
         return;
       }
-      if (ack && ack.ok === false) handlers.refused?.(ack.error || "refused");
-      else handlers.joined?.(ack || {});
+      if (ack && ack.ok === false) {
+        // "rate limited" / "temporarily unavailable, retry": try again; anything
+        // else (unknown session, not a participant) is final.
+        if (/retry|rate limit/i.test(ack.error || "")) setTimeout(() => socket.connected && join(), 1000);
+        else handlers.refused?.(ack.error || "refused");
+      } else handlers.joined?.(ack || {});
     });
   };
 
