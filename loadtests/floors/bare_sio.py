@@ -12,13 +12,20 @@ import os
 import socketio
 
 from loadtests.floors import FLOOR_CHANNEL
+from realtime_sio import jsonmsg
 
 CHANNEL = os.environ.get("QUIZ_FLOOR_SIO_CHANNEL", FLOOR_CHANNEL)
 
+# The server options of realtime_sio.app that matter for cost (JSON module, pings).
 sio = socketio.AsyncServer(
     async_mode="asgi",
-    client_manager=socketio.AsyncRedisManager(os.environ["QUIZ_REDIS_URL"], channel=CHANNEL),
+    client_manager=socketio.AsyncRedisManager(
+        os.environ["QUIZ_REDIS_URL"], channel=CHANNEL, json=jsonmsg
+    ),
+    json=jsonmsg,
     cors_allowed_origins=[],
+    ping_interval=20,
+    ping_timeout=20,
 )
 
 

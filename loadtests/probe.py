@@ -1,0 +1,100 @@
+"""CPU and memory of the stack's processes (psutil on the pids in stack.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+
+def stack_pids(run_dir: Path) -> dict[str, int]:
+    """Process name -> pid, from a stack's state file."""
+    state = json.loads((run_dir / "stack.json").read_text())
+    return {name: p["pid"] for name, p in state["procs"].items()}
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants (granian workers, PostgreSQL backends)."""
+    try:
+        p = psutil.Process(pid)
+        return [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+class CpuMeter:
+    """CPU seconds per named process tree between ``start`` and ``stop``."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self._t0 = 0.0
+        self._cpu0: dict[str, dict[int, float]] = {}
+
+    @staticmethod
+    def _cpu(pid: int) -> dict[int, float]:
+        out = {}
+        for p in _tree(pid):
+            try:
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._cpu0 = {n: self._cpu(pid) for n, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        """Percent of one core per process over the interval (children included)."""
+        wall = time.monotonic() - self._t0
+        out = {}
+        for n, pid in self.pids.items():
+            now = self._cpu(pid)
+            before = self._cpu0.get(n, {})
+            used = sum(v - before.get(p, 0.0) for p, v in now.items())
+            out[n] = round(100.0 * used / wall, 1) if wall > 0 else 0.0
+        return out
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these process trees, MB."""
+    total = 0
+    for pid in pids:
+        for p in _tree(pid):
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    return round(total / 2**20, 1)
+
+
+def machine() -> dict:
+    """What the figures ran on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu_model": model or platform.processor(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": commit,
+    }

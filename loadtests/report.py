@@ -1,0 +1,289 @@
+"""reports/bench.json, reports/bench.md and reports/bench-latency.png from one bench run."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from loadtests.stats import ratio
+
+TARGETS = {
+    "many-rooms": "answer->leaderboard p99 <= 100 ms, p50 <= 30 ms; 100% delivered; no disconnects",
+    "stadium": "answer->leaderboard p99 <= 1.5 x bare room emit to as many clients",
+    "spike": ">= 1,000 accepted answers/s; round trip p99 <= 150 ms; >= 0.3 x bare POST",
+    "memory": "<= 50 MB resident per 1,000 sockets in the socket.io tier",
+}
+
+
+def burst_rate(r: dict) -> float | None:
+    """Median over questions of accepted / (last reply - first send): the spike's rate."""
+    rates = [b["accepted_per_s"] for b in r.get("bursts", []) if b["accepted_per_s"]]
+    return round(statistics.median(rates), 1) if rates else None
+
+
+def derived(result: dict) -> dict[str, dict]:
+    """Ratios to the floors and target checks, per scenario."""
+    floors = result.get("floors", {})
+    post = floors.get("http_post", {})
+    out = {}
+    for name, r in result.get("scenarios", {}).items():
+        emit = floors.get("sio_room_emit", {}).get(r.get("floor_room_size") or "", {})
+        emit_last = (emit.get("emit_to_last_client_ms") or {}).get("p50")
+        a2l = r["answer_to_leaderboard_ms"]
+        rate = burst_rate(r) if name == "spike" else r["answers_per_s"]
+        d = {
+            "answers_per_s": rate,
+            "answers_per_s_vs_bare_post": ratio(rate, post.get("requests_per_s")),
+            "rtt_p99_vs_bare_post_p99": ratio(
+                r["answer_rtt_ms"]["p99"], (post.get("rtt_ms") or {}).get("p99")
+            ),
+            "a2l_p99_vs_bare_emit": ratio(a2l["p99"], emit_last),
+            "bare_emit_last_client_p50_ms": emit_last,
+            "bare_emit_clients": emit.get("clients"),
+        }
+        checks = {}
+        if name == "many-rooms":
+            checks["a2l p99 <= 100 ms"] = _le(a2l["p99"], 100)
+            checks["a2l p50 <= 30 ms"] = _le(a2l["p50"], 30)
+        if name == "stadium":
+            checks["a2l p99 <= 1.5 x bare emit"] = _le(d["a2l_p99_vs_bare_emit"], 1.5)
+        if name == "spike":
+            checks[">= 1000 answers/s"] = None if rate is None else rate >= 1000
+            checks["rtt p99 <= 150 ms"] = _le(r["answer_rtt_ms"]["p99"], 150)
+            checks[">= 0.3 x bare POST"] = (
+                None
+                if d["answers_per_s_vs_bare_post"] is None
+                else d["answers_per_s_vs_bare_post"] >= 0.3
+            )
+        checks["100% events delivered"] = r["leaderboard_delivery_pct"] == 100.0
+        checks["no disconnects"] = r["disconnects"] == 0
+        if r.get("sio_rss_mb_per_1000_sockets_added") is not None and r["players_connected"] >= 500:
+            checks["<= 50 MB / 1000 sockets (added)"] = _le(
+                r["sio_rss_mb_per_1000_sockets_added"], 50
+            )
+        d["checks"] = checks
+        out[name] = d
+    return out
+
+
+def _le(a: float | None, b: float) -> bool | None:
+    return None if a is None else a <= b
+
+
+def _f(x, unit: str = "") -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        x = f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
+    return f"{x}{unit}"
+
+
+def _trip(s: dict) -> str:
+    return " / ".join(_f(s.get(k)) for k in ("p50", "p95", "p99"))
+
+
+def markdown(result: dict, der: dict[str, dict]) -> str:
+    m = result["machine"]
+    st = result.get("stack", {})
+    floors = result.get("floors", {})
+    post = floors.get("http_post", {})
+    lines = [
+        "# Benchmark",
+        "",
+        f"`{result['command']}` on {result['started']} (commit {m['commit']}): {m['nproc']}"
+        f" cores ({m['cpu_model']}), {m['ram_gb']} GB RAM, Linux {m['kernel']}, Python"
+        f" {m['python']}. Every server and the load generator on this one machine.",
+        "",
+        f"Stack: {'its own, started by the bench' if st.get('own') else 'the running ./dev up'}"
+        f" ({st.get('base_url')}), processes {st.get('processes')}.",
+        f"nginx limits in force: {st.get('nginx_rates')}"
+        + (
+            f" (raised for the bench with {st.get('raised_limits')}; all load comes from"
+            " 127.0.0.1 and nginx limits per client address; the defaults are unchanged)"
+            if st.get("raised_limits")
+            else ""
+        ),
+        f"Generator: {result['generator']['workers']} worker processes,"
+        f" {result['generator']['client']}.",
+        "",
+        "## Floors (same machine, same run)",
+        "",
+        "| floor | figure |",
+        "|---|---|",
+        f"| bare Litestar+msgspec POST through the same nginx, same granian settings,"
+        f" {st.get('processes', {}).get('quiz')} process(es), {post.get('connections')}"
+        f" connections | {_f(post.get('requests_per_s'))} req/s; round trip p50/p95/p99"
+        f" {_trip(post.get('rtt_ms', {}))} ms |",
+    ]
+    sio_procs = st.get("processes", {}).get("sio")
+    for f in floors.get("sio_room_emit", {}).values():
+        lines.append(
+            f"| bare python-socketio room emit (AsyncRedisManager, {sio_procs} process(es))"
+            f" to {f['clients']} clients | emit -> last client p50"
+            f" {_f(f['emit_to_last_client_ms']['p50'])} ms; emit -> each client p50/p95/p99"
+            f" {_trip(f['emit_to_client_ms'])} ms; delivered {f['delivered']}/{f['expected']} |"
+        )
+    lines += [
+        "",
+        "## Scenarios",
+        "",
+        "| scenario | players (sessions) | answers accepted | answers/s | round trip p50/p95/p99"
+        " ms | answer->leaderboard p50/p95/p99 ms (timed) | events delivered/expected |"
+        " broadcasts /session/s | disconnects | socket.io RSS MB per 1000 sockets"
+        " (total / added) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result.get("scenarios", {}).items():
+        d = der[name]
+        a2l = r["answer_to_leaderboard_ms"]
+        lines.append(
+            f"| {name} | {r['players_connected']} ({r['config']['sessions']}) |"
+            f" {r['answers_accepted']}/{r['answers_sent']} | {_f(d['answers_per_s'])} |"
+            f" {_trip(r['answer_rtt_ms'])} | {_trip(a2l)} ({a2l['count']}) |"
+            f" {r['leaderboard_events_delivered']}/{r['leaderboard_events_expected']}"
+            f" ({_f(r['leaderboard_delivery_pct'])}%) | {_f(r['broadcasts_per_session_per_s'])}"
+            f" | {r['disconnects']} | {_f(r.get('sio_rss_mb_per_1000_sockets'))} /"
+            f" {_f(r.get('sio_rss_mb_per_1000_sockets_added'))} |"
+        )
+    lines += [
+        "",
+        "## Ratios to the floors and targets",
+        "",
+        "| scenario | answers/s / bare POST | round trip p99 / bare POST p99 |"
+        " answer->leaderboard p99 / bare emit to last client (clients) | checks |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in der.items():
+        checks = "; ".join(
+            f"{k}: {'yes' if v else ('n/a' if v is None else '**NO**')}"
+            for k, v in d["checks"].items()
+        )
+        lines.append(
+            f"| {name} | {_f(d['answers_per_s_vs_bare_post'])} |"
+            f" {_f(d['rtt_p99_vs_bare_post_p99'])} | {_f(d['a2l_p99_vs_bare_emit'])}"
+            f" ({_f(d['bare_emit_clients'])}) | {checks} |"
+        )
+    lines += [
+        "",
+        "Targets (issue 7): " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()),
+        "",
+        "## CPU per process (% of one core, during play)",
+        "",
+    ]
+    scen = list(result.get("scenarios", {}))
+    procs: list[str] = []
+    for r in result.get("scenarios", {}).values():
+        procs += [p for p in r.get("cpu_pct_of_one_core", {}) if p not in procs]
+    lines.append("| process | " + " | ".join(scen) + " |")
+    lines.append("|---|" + "---|" * len(scen))
+    for p in procs:
+        lines.append(
+            f"| {p} | "
+            + " | ".join(
+                _f(result["scenarios"][s].get("cpu_pct_of_one_core", {}).get(p)) for s in scen
+            )
+            + " |"
+        )
+    lines += ["", "## Details", ""]
+    for name, r in result.get("scenarios", {}).items():
+        lines.append(
+            f"- {name}: {r['config']['description']}; setup {r['setup_s']} s, play"
+            f" {r['play_s']} s; status {r['answer_status']}; answer->leaderboard outcome"
+            f" {r['answer_to_leaderboard']}; fan-out spread per broadcast (first to last"
+            f" client) p50/p95/p99 {_trip(r['fanout_spread_ms'])} ms; question event lag"
+            f" p50/p99 {_f(r['question_fanout_lag_ms']['p50'])}/"
+            f"{_f(r['question_fanout_lag_ms']['p99'])} ms"
+            + (
+                f"; bursts {[b['accepted_per_s'] for b in r['bursts']]}/s"
+                if name == "spike"
+                else ""
+            )
+            + (f"; errors {r['errors'][:3]}" if r["errors"] else "")
+            + (f"; disconnect reasons {r['disconnect_reasons']}" if r["disconnects"] else "")
+        )
+    lines += [
+        "",
+        "answer->leaderboard: from sending the answer to the first `leaderboard` event on the"
+        " same client that reflects it (the first with `version` >= the reply's `version`;"
+        " for replies without a version, only answers that entered the top 10, matched by"
+        " score). See docs/benchmarks.md.",
+        "",
+        "![latency](bench-latency.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict, dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, title in (
+        (axes[0], "answer_to_leaderboard_ms", "answer -> leaderboard"),
+        (axes[1], "answer_rtt_ms", "answer round trip"),
+    ):
+        for name, r in result.get("scenarios", {}).items():
+            xs = sorted(r.get("samples", {}).get(key, []))
+            if not xs:
+                continue
+            ys = [(i + 1) / len(xs) * 100 for i in range(len(xs))]
+            ax.plot(xs, ys, label=f"{name} (n={len(xs)})")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms (log scale)")
+        ax.set_ylabel("% of answers at or below")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.axhline(99, color="grey", lw=0.5, ls="--")
+        ax.legend(fontsize=8)
+    m = result["machine"]
+    fig.suptitle(f"{result['command']}: {m['nproc']} cores, {m['cpu_model']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(dest, dpi=110)
+    plt.close(fig)
+
+
+def summary_text(result: dict, der: dict[str, dict]) -> str:
+    """A few lines a person reads at a glance."""
+    post = result.get("floors", {}).get("http_post", {})
+    lines = [
+        "",
+        "== bench summary ==",
+        f"floor: bare POST {_f(post.get('requests_per_s'))} req/s; "
+        + "; ".join(
+            f"bare emit to {f['clients']}: last client p50"
+            f" {_f(f['emit_to_last_client_ms']['p50'])} ms"
+            for f in result.get("floors", {}).get("sio_room_emit", {}).values()
+        ),
+    ]
+    for name, r in result.get("scenarios", {}).items():
+        d = der[name]
+        a2l = r["answer_to_leaderboard_ms"]
+        failed = [k for k, v in d["checks"].items() if v is False]
+        lines.append(
+            f"{name:11} {_f(d['answers_per_s']):>7} answers/s"
+            f"  rtt p99 {_f(r['answer_rtt_ms']['p99']):>6}"
+            f" ms  a2l p50/p99 {_f(a2l['p50'])}/{_f(a2l['p99'])} ms  events"
+            f" {_f(r['leaderboard_delivery_pct'])}%  "
+            + ("all checks met" if not failed else "MISSED: " + ", ".join(failed))
+        )
+    return "\n".join(lines)
+
+
+def write_reports(result: dict, out: Path) -> dict[str, Path | str]:
+    der = derived(result)
+    result["derived"] = der
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "bench.json"
+    js.write_text(json.dumps(result, indent=1))
+    md = out / "bench.md"
+    md.write_text(markdown(result, der))
+    png = out / "bench-latency.png"
+    try:
+        plot(result, png)
+    except Exception as e:  # the numbers matter more than the picture
+        print(f"plot failed: {e!r}")
+    return {"json": js, "markdown": md, "plot": png, "summary": summary_text(result, der)}

@@ -1,0 +1,92 @@
+"""Unit tests of the answer -> leaderboard bookkeeping (no servers)."""
+
+from __future__ import annotations
+
+from loadtests.client import _frame, _xor
+from loadtests.stats import percentile, summary
+from loadtests.tracker import LeaderboardTracker
+
+
+def board(version: int, scores: dict[str, int]) -> dict:
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    return {
+        "version": version,
+        "entries": [
+            {"rank": i + 1, "user_id": u, "nickname": u, "score": s}
+            for i, (u, s) in enumerate(ranked[:10])
+        ],
+    }
+
+
+def test_version_match_after_the_reply() -> None:
+    t = LeaderboardTracker("me")
+    t.on_answer(10.0, {"score": 900, "points": 900, "rank": 1, "version": 5})
+    t.on_leaderboard(board(4, {"me": 0}), 10.01, 0)  # older snapshot: not it
+    assert t.pending and not t.latencies_ms
+    t.on_leaderboard(board(7, {"me": 900}), 10.05, 0)  # coalesced past 5: it is
+    assert not t.pending
+    assert round(t.latencies_ms[0]) == 50
+    assert t.outcome()["delivered"] == 1 and t.outcome()["missing"] == 0
+
+
+def test_event_before_reply_counts_from_send() -> None:
+    t = LeaderboardTracker("me")
+    t.on_leaderboard(board(3, {"me": 0}), 9.0, 0)  # before the answer was sent
+    t.on_leaderboard(board(6, {"me": 500}), 10.02, 0)
+    t.on_answer(10.0, {"score": 500, "points": 500, "rank": 1, "version": 6})
+    assert [round(x) for x in t.latencies_ms] == [20]
+
+
+def test_version_method_measures_players_outside_the_top_10() -> None:
+    t = LeaderboardTracker("me")
+    t.on_answer(1.0, {"score": 10, "points": 10, "rank": 40, "version": 9})
+    others = {f"p{i}": 1000 + i for i in range(10)}
+    t.on_leaderboard(board(9, others), 1.03, 0)
+    assert t.outcome()["delivered"] == 1
+
+
+def test_score_fallback_only_top_10_and_raised_scores() -> None:
+    t = LeaderboardTracker("me")
+    t.on_answer(1.0, {"score": 0, "points": 0, "rank": 3})  # wrong: nothing to see
+    t.on_answer(2.0, {"score": 800, "points": 800, "rank": 12})  # outside the top 10
+    assert t.skipped == 2 and not t.pending
+    t.on_answer(3.0, {"score": 1700, "points": 900, "rank": 2})
+    t.on_leaderboard(board(20, {"me": 800, "x": 2000}), 3.01, 0)  # old score: not yet
+    assert t.pending
+    t.on_leaderboard(board(21, {"me": 1700, "x": 2000}), 3.04, 0)
+    assert not t.pending and round(t.latencies_ms[0]) == 40
+
+
+def test_unmatched_answers_are_missing_or_displaced() -> None:
+    t = LeaderboardTracker("me")
+    t.on_answer(1.0, {"score": 100, "points": 100, "rank": 10})
+    t.on_answer(2.0, {"score": 300, "points": 200, "rank": 9, "version": 50})
+    full = {f"p{i}": 500 for i in range(10)}
+    t.on_leaderboard(board(40, full), 2.5, 0)  # a full board above 100, version too old
+    out = t.outcome()
+    assert out["displaced"] == 1  # the score-matched answer was pushed out
+    assert out["missing"] == 1  # the version-matched one never arrived
+    assert out["expected"] == 1 and out["delivered"] == 0
+
+
+def test_versions_after() -> None:
+    t = LeaderboardTracker("me")
+    for v in (3, 5, 5, 8):
+        t.on_leaderboard(board(v, {}), float(v), 0)
+    assert t.versions_after(4) == {5, 8}
+
+
+def test_client_frames_are_masked_and_reversible() -> None:
+    payload = b'42["join",{"session_id":"abc"}]'
+    f = _frame(payload)
+    assert f[0] == 0x81 and f[1] & 0x80 and f[1] & 0x7F == len(payload)
+    mask = f[2:6]
+    assert _xor(f[6:], mask) == payload
+    big = _frame(b"x" * 70000)
+    assert big[1] & 0x7F == 127 and int.from_bytes(big[2:10], "big") == 70000
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    xs = [float(i) for i in range(1, 101)]
+    assert percentile(xs, 50) == 50 and percentile(xs, 99) == 99 and percentile([], 50) is None
+    assert summary([3.0, 1.0, 2.0])["p50"] == 2.0
