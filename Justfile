@@ -78,3 +78,8 @@ redis-cli *args:
 # regenerate infra/nginx/nginx.compose.conf (the gateway of infra/compose.yaml)
 compose-nginx:
     {{py}} -m infra.stack compose-nginx
+
+# fault scenarios (consumer SIGKILL, Kafka down 30 s, Redis restart/flush, quiz+socket.io kill,
+# duplicate answers) on an isolated stack; writes reports/chaos.md
+chaos *args:
+    QUIZ_CHAOS_FULL=1 QUIZ_CHAOS_REPORT=reports/chaos.md {{py}} -m infra.stack test tests/test_faults.py -v "$@"
