@@ -83,3 +83,21 @@ compose-nginx:
 # duplicate answers) on an isolated stack; writes reports/chaos.md
 chaos *args:
     QUIZ_CHAOS_FULL=1 QUIZ_CHAOS_REPORT=reports/chaos.md {{py}} -m infra.stack test tests/test_faults.py -v "$@"
+
+# one Locust scenario headless against the running stack (classroom, stadium, many-rooms,
+# self-paced, spike); HTML + CSV in reports/locust/ (e.g. `just load stadium --players 200`)
+load scenario="classroom" *args:
+    {{py}} -m loadtests.load "$@"
+
+# Locust's web UI on http://127.0.0.1:8089 against the running stack
+load-ui *args:
+    {{py}} -m loadtests.load --ui "$@"
+
+# the benchmark: own stack (QUIZ_PROCS_* processes), floors, every scenario; writes
+# reports/bench.{json,md} and reports/bench-latency.png (`--use-running`, `--profile`)
+bench *args:
+    {{py}} -m loadtests.bench "$@"
+
+# classroom + many-rooms at reduced size, under 3 minutes
+bench-quick *args:
+    {{py}} -m loadtests.bench --quick "$@"
