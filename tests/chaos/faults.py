@@ -1,0 +1,108 @@
+"""Fault injectors for a running stack (the one ``./dev test`` started).
+
+Kill and restart go through the process manager's own commands
+(``python -m infra.stack --dir <run dir> kill|restart NAME``), so stack.json
+always names the live pids and the test run's teardown stops what we started.
+A graceful stop (SIGTERM, as an operator would stop Kafka) uses the same
+Stack object in a child process. All of them run in a worker thread so the simulated
+players keep playing meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from redis.asyncio import Redis
+
+from infra.stack import ROOT, pid_alive
+
+
+def _stack_cmd(stack_dir: Path, *args: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "infra.stack", "--dir", str(stack_dir), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"infra.stack {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+
+
+async def kill(stack_dir: Path, *names: str) -> float:
+    """SIGKILL the named processes; returns the time it took (s)."""
+    t0 = time.monotonic()
+    await asyncio.to_thread(_stack_cmd, stack_dir, "kill", *names)
+    return time.monotonic() - t0
+
+
+async def restart(stack_dir: Path, *names: str) -> float:
+    """(Re)start the named processes and wait until they are ready; returns seconds."""
+    t0 = time.monotonic()
+    await asyncio.to_thread(_stack_cmd, stack_dir, "restart", *names)
+    return time.monotonic() - t0
+
+
+async def stop(stack_dir: Path, name: str) -> float:
+    """Stop one process gracefully (SIGTERM, SIGKILL after 15 s); returns seconds.
+
+    Runs in a child process: Stack.stop reaps every exited child of its caller.
+    """
+    code = (
+        "import sys; from pathlib import Path; from infra.stack import Stack; "
+        "Stack.load(Path(sys.argv[1])).stop(sys.argv[2])"
+    )
+    t0 = time.monotonic()
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code, str(stack_dir), name],
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+    )
+    return time.monotonic() - t0
+
+
+def processes(stack_dir: Path) -> dict[str, int]:
+    """name -> pid of every process stack.json lists."""
+    state = json.loads((stack_dir / "stack.json").read_text())
+    return {name: p["pid"] for name, p in state["procs"].items()}
+
+
+def dead_processes(stack_dir: Path) -> list[str]:
+    """Names in stack.json whose pid is not alive."""
+    return [n for n, pid in processes(stack_dir).items() if not pid_alive(pid)]
+
+
+async def flushall(redis_url: str) -> None:
+    """Redis loses everything (FLUSHALL), as after a restart without persistence."""
+    r = Redis.from_url(redis_url)
+    try:
+        await r.flushall()
+    finally:
+        await r.aclose()
+
+
+async def wait_healthy(base_url: str, timeout: float = 60) -> float:
+    """Wait until every service answers its health check through nginx; returns seconds."""
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(base_url=base_url, timeout=3) as c:
+        while True:
+            try:
+                codes = [
+                    (await c.get(f"/api/{s}/health")).status_code
+                    for s in ("iam", "quiz", "leaderboard")
+                ]
+                if codes == [200, 200, 200]:
+                    return time.monotonic() - t0
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"stack not healthy after {timeout}s")
+            await asyncio.sleep(0.2)

@@ -1,0 +1,314 @@
+"""The fault scenarios: each plays a real game, injects one fault, heals it, then
+runs the three-way comparison (tests/chaos/truth.py).
+
+``Ctx.full`` selects the `just chaos` sizes (30 s Kafka outage, more players);
+otherwise the sizes fit ``./dev test`` (a few seconds each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.chaos import faults
+from tests.chaos.game import Game, Plan
+from tests.chaos.truth import Verdict, compare, wait_until_correct
+from tests.chaos.waiting import until
+
+
+@dataclass
+class Ctx:
+    base_url: str
+    stack_dir: Path
+    database_url: str
+    redis_url: str
+    full: bool = False
+
+    @classmethod
+    def from_env(cls, stack_dir: Path) -> Ctx:
+        return cls(
+            base_url=os.environ["QUIZ_BASE_URL"],
+            stack_dir=stack_dir,
+            database_url=os.environ["QUIZ_DATABASE_URL"],
+            redis_url=os.environ["QUIZ_REDIS_URL"],
+            full=os.environ.get("QUIZ_CHAOS_FULL", "") not in ("", "0"),
+        )
+
+
+@dataclass
+class Timeline:
+    """Moments (time.monotonic()) the fault code marks; ``healed`` is required."""
+
+    faulted: float = 0.0
+    healed: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    name: str
+    fault: str
+    verdict: Verdict
+    notes: list[str]
+    seconds: float
+
+
+FaultFn = Callable[[Ctx, Game, asyncio.Event, asyncio.Task], Awaitable[Timeline]]
+"""fault(ctx, game, stop, play): injects and heals; set ``stop`` to end the answering."""
+
+
+async def run_scenario(
+    ctx: Ctx,
+    name: str,
+    fault_text: str,
+    plan: Plan,
+    fault: FaultFn,
+    *,
+    max_answers: int | None = None,
+    converge_timeout: float = 60,
+) -> Result:
+    """Play ``plan`` while ``fault`` runs; then wait for the boards and compare."""
+    t0 = time.monotonic()
+    game = Game(ctx.base_url, plan)
+    try:
+        await game.setup()
+        stop = asyncio.Event()
+        play = asyncio.create_task(game.play_self_paced(stop, max_answers=max_answers))
+        try:
+            timeline = await fault(ctx, game, stop, play)
+        finally:
+            stop.set()
+        await asyncio.wait_for(play, 120)
+        since = max(timeline.healed, game.last_accept_t)
+        redis_s, events_s = await wait_until_correct(
+            game, ctx.redis_url, since, timeout=converge_timeout
+        )
+        verdict = await compare(game, ctx.database_url, ctx.redis_url)
+        verdict.redis_correct_s, verdict.events_correct_s = redis_s, events_s
+        if events_s is None:
+            verdict.problems.append(
+                f"clients' leaderboard not correct within {converge_timeout:.0f}s"
+            )
+        dead = faults.dead_processes(ctx.stack_dir)
+        if dead:
+            verdict.problems.append(f"processes dead after healing: {dead}")
+        await faults.wait_healthy(ctx.base_url)
+        return Result(name, fault_text, verdict, timeline.notes, time.monotonic() - t0)
+    finally:
+        await game.close()
+
+
+def _sigkill_now(stack_dir: Path, name: str) -> None:
+    """SIGKILL at this very moment (no helper process start-up in between)."""
+    os.killpg(faults.processes(stack_dir)[name], signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- 1
+
+
+async def consumer_sigkill(ctx: Ctx) -> Result:
+    """The leaderboard consumer is SIGKILLed in the middle of a burst, then restarted."""
+    players, questions = (20, 40) if ctx.full else (8, 25)
+    plan = Plan(players=players, questions=questions, think_s=(0.0, 0.05))
+    total = players * questions
+
+    async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
+        tl = Timeline()
+        await until(lambda: game.accepted_count() >= total * 0.3, 30)
+        _sigkill_now(ctx.stack_dir, "consumer-1")
+        tl.faulted = time.monotonic()
+        tl.notes.append(f"killed after {game.accepted_count()} of {total} answers accepted")
+        await asyncio.sleep(2 if not ctx.full else 5)
+        tl.notes.append(f"{game.accepted_count()} accepted while the consumer was dead")
+        took = await faults.restart(ctx.stack_dir, "consumer-1")
+        tl.healed = time.monotonic()
+        tl.notes.append(f"restart took {took:.1f}s")
+        return tl
+
+    return await run_scenario(
+        ctx,
+        "consumer SIGKILL mid-burst",
+        "SIGKILL consumer-1 at 30 % of a burst, restart it",
+        plan,
+        fault,
+        max_answers=questions,
+    )
+
+
+# --------------------------------------------------------------------------- 2
+
+
+async def kafka_outage(ctx: Ctx) -> Result:
+    """Kafka is stopped while players keep answering, then started again."""
+    outage = 30.0 if ctx.full else 8.0
+    plan = Plan(
+        players=12 if ctx.full else 6,
+        questions=100,
+        think_s=(0.3, 0.7) if ctx.full else (0.2, 0.5),
+    )
+
+    async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
+        tl = Timeline()
+        await asyncio.sleep(2)
+        before = game.accepted_count()
+        took = await faults.stop(ctx.stack_dir, "kafka")
+        tl.faulted = time.monotonic()
+        tl.notes.append(f"kafka stopped (SIGTERM, {took:.1f}s) after {before} answers")
+        await asyncio.sleep(outage)
+        during = game.accepted_count() - before
+        took = await faults.restart(ctx.stack_dir, "kafka")
+        tl.healed = time.monotonic()
+        tl.notes.append(
+            f"{during} answers accepted during the {outage:.0f}s outage (+{took:.1f}s restart)"
+        )
+        await asyncio.sleep(2)
+        return tl
+
+    return await run_scenario(
+        ctx,
+        f"Kafka stopped {outage:.0f}s",
+        f"stop kafka for {outage:.0f}s while players answer, then start it",
+        plan,
+        fault,
+        converge_timeout=90,
+    )
+
+
+# --------------------------------------------------------------------------- 3
+
+
+async def redis_restart(ctx: Ctx) -> Result:
+    """Redis is restarted during a game (the test stack's Redis keeps no data)."""
+    plan = Plan(players=12 if ctx.full else 6, questions=80, think_s=(0.1, 0.3))
+
+    async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
+        tl = Timeline()
+        await asyncio.sleep(2)
+        before = game.accepted_count()
+        tl.faulted = time.monotonic()
+        took = await faults.restart(ctx.stack_dir, "redis")
+        tl.healed = time.monotonic()
+        tl.notes.append(f"redis restarted (empty) in {took:.1f}s after {before} answers")
+        await asyncio.sleep(5 if ctx.full else 3)
+        return tl
+
+    return await run_scenario(
+        ctx, "Redis restarted", "restart redis (all data lost) mid-game", plan, fault
+    )
+
+
+async def redis_flush(ctx: Ctx) -> Result:
+    """Redis is flushed (FLUSHALL) during a game."""
+    plan = Plan(players=12 if ctx.full else 6, questions=80, think_s=(0.1, 0.3))
+
+    async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
+        tl = Timeline()
+        await asyncio.sleep(2)
+        before = game.accepted_count()
+        await faults.flushall(ctx.redis_url)
+        tl.faulted = tl.healed = time.monotonic()
+        tl.notes.append(f"FLUSHALL after {before} answers")
+        await asyncio.sleep(5 if ctx.full else 3)
+        return tl
+
+    return await run_scenario(ctx, "Redis flushed", "FLUSHALL mid-game", plan, fault)
+
+
+# --------------------------------------------------------------------------- 4
+
+
+async def quiz_and_sio_kill(ctx: Ctx) -> Result:
+    """quiz-1 and sio-1 are SIGKILLed while clients are connected and answering."""
+    plan = Plan(players=16 if ctx.full else 8, questions=80, think_s=(0.1, 0.3))
+
+    async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
+        tl = Timeline()
+        await asyncio.sleep(2)
+        before = game.accepted_count()
+        _sigkill_now(ctx.stack_dir, "quiz-1")
+        _sigkill_now(ctx.stack_dir, "sio-1")
+        tl.faulted = time.monotonic()
+        await asyncio.sleep(8 if ctx.full else 4)
+        dropped = sum(1 for p in game.players if p.stats.disconnects)
+        tl.notes.append(
+            f"killed after {before} answers; {game.accepted_count() - before} accepted while"
+            f" down; {dropped} of {len(game.players)} sockets dropped"
+        )
+        if not dropped:
+            tl.notes.append("no socket was on sio-1: the socket half of the fault missed")
+        took = await faults.restart(ctx.stack_dir, "quiz-1", "sio-1")
+        tl.healed = time.monotonic()
+        tl.notes.append(f"restart of both took {took:.1f}s")
+        await asyncio.sleep(1)
+        return tl
+
+    return await run_scenario(
+        ctx,
+        "quiz + socket.io process killed",
+        "SIGKILL quiz-1 and sio-1 with clients connected; restart later",
+        plan,
+        fault,
+    )
+
+
+# --------------------------------------------------------------------------- 5
+
+
+async def duplicate_answers(ctx: Ctx) -> Result:
+    """Every answer is sent twice at once; every third player sends it 10 times at once
+    (repeats with other choices too). Every answer must count once."""
+    plan = Plan(
+        players=15 if ctx.full else 9,
+        questions=20 if ctx.full else 10,
+        think_s=(0.0, 0.05),
+        copies=2,
+        heavy_copies=10,
+        heavy_every=3,
+        repeat_with_other_choice=True,
+    )
+
+    async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
+        tl = Timeline()
+        await asyncio.wait_for(asyncio.shield(play), 60)
+        # Later, once more: a repeat long after the first reply gets exactly that reply.
+        late_mismatch = 0
+        for p in game.players:
+            for qid, first in list(p.accepted.items())[:2]:
+                r = await p.request(
+                    "POST",
+                    f"/api/quiz/sessions/{game.session_id}/answers",
+                    json={"question_id": qid, "choice": 3},
+                )
+                p.stats.posts += 1
+                if r is None or r.status_code != 200 or r.json() != first:
+                    late_mismatch += 1
+                    p.reply_mismatches.append(
+                        f"late repeat of {qid}: {r and r.status_code} {r and r.text}"
+                    )
+        tl.healed = time.monotonic()
+        tl.notes.append(f"late repeats with another choice: {late_mismatch} mismatches")
+        return tl
+
+    return await run_scenario(
+        ctx,
+        "duplicate submissions",
+        "each answer sent 2x at once, every 3rd player 10x at once (other choices too)",
+        plan,
+        fault,
+        max_answers=plan.questions,
+    )
+
+
+ALL = {
+    "consumer_sigkill": consumer_sigkill,
+    "kafka_outage": kafka_outage,
+    "redis_restart": redis_restart,
+    "redis_flush": redis_flush,
+    "quiz_and_sio_kill": quiz_and_sio_kill,
+    "duplicate_answers": duplicate_answers,
+}

@@ -1,0 +1,252 @@
+"""The three-way comparison after a game.
+
+1. what each player's client saw accepted (the first 200 reply per question),
+2. the rows in PostgreSQL (``answer`` table, and ``session_player.score``),
+3. the final leaderboard: the Redis sorted set (``read_snapshot``), the HTTP
+   leaderboard API, and the newest ``leaderboard`` snapshot each client received.
+
+They must agree exactly: every accepted answer stored once, nothing stored that
+no client saw accepted, every board showing each player's sum of points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+from redis.asyncio import Redis
+
+from services.common.ranking import read_snapshot
+from tests.chaos.game import Game
+
+
+@dataclass
+class Stored:
+    """What PostgreSQL holds for one session."""
+
+    answers: dict[tuple[str, str], int]  # (user_id, question_id) -> points
+    rows: int  # answer rows (the unique key makes rows == len(answers))
+    scores: dict[str, int]  # session_player.score
+
+
+async def read_postgres(database_url: str, session_id: str) -> Stored:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "select user_id::text as u, question_id as q, points from answer"
+            " where session_id = $1::uuid",
+            session_id,
+        )
+        players = await conn.fetch(
+            "select user_id::text as u, score from session_player where session_id = $1::uuid",
+            session_id,
+        )
+    finally:
+        await conn.close()
+    return Stored(
+        answers={(r["u"], r["q"]): int(r["points"]) for r in rows},
+        rows=len(rows),
+        scores={r["u"]: int(r["score"]) for r in players},
+    )
+
+
+async def read_redis_board(redis_url: str, session_id: str) -> tuple[dict[str, int], int] | None:
+    """(user_id -> score, players) from the session's sorted set, or None when missing."""
+    r = Redis.from_url(redis_url, socket_timeout=3)
+    try:
+        snap = await read_snapshot(r, session_id, limit=10_000)
+    finally:
+        await r.aclose()
+    if snap is None:
+        return None
+    return {e.user_id: e.score for e in snap.entries}, snap.players
+
+
+async def read_http_board(game: Game, limit: int = 100) -> tuple[dict[str, int], int] | None:
+    """(user_id -> score, players) from the leaderboard HTTP API, read as the host."""
+    r = await game.http.get(
+        f"/api/leaderboard/sessions/{game.session_id}/top",
+        params={"limit": limit},
+        headers=game.host_headers,
+    )
+    if r.status_code != 200:
+        return None
+    body = r.json()
+    return {e["user_id"]: int(e["score"]) for e in body["entries"]}, int(body["players"])
+
+
+def board_problems(
+    name: str, board: dict[str, int], players: int, expected: dict[str, int]
+) -> list[str]:
+    """Why ``board`` (possibly a top-N) disagrees with the expected totals; [] if it agrees.
+
+    A top-N must hold exactly the N best expected scores (as a multiset, so ties at
+    the cut are fine) and each entry must carry its player's expected total.
+    """
+    problems = []
+    if players != len(expected):
+        problems.append(f"{name}: players {players}, expected {len(expected)}")
+    for user, score in board.items():
+        if user not in expected:
+            problems.append(f"{name}: unknown player {user} on the board")
+        elif score != expected[user]:
+            problems.append(f"{name}: {user} has {score}, accepted answers sum to {expected[user]}")
+    best = sorted(expected.values(), reverse=True)[: len(board)]
+    if sorted(board.values(), reverse=True) != best and not problems:
+        problems.append(f"{name}: top scores {sorted(board.values(), reverse=True)} != {best}")
+    if len(board) < min(len(expected), 10):
+        problems.append(f"{name}: {len(board)} entries, expected {min(len(expected), 10)}")
+    return problems
+
+
+@dataclass
+class Verdict:
+    """The outcome of a game under a fault, with the numbers for the report."""
+
+    sent: int = 0  # answer POSTs (duplicates included)
+    distinct: int = 0  # distinct answers attempted
+    accepted: int = 0
+    stored: int = 0
+    counted: int = 0
+    accepted_points: int = 0
+    board_points: int = 0
+    events: int = 0
+    leaderboard_events: int = 0
+    reconnects: int = 0
+    retried: int = 0
+    server_errors: int = 0
+    refused: int = 0
+    undecided: int = 0
+    redis_correct_s: float | None = None
+    events_correct_s: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _client_problems(game: Game) -> list[str]:
+    problems = []
+    for p in game.players:
+        for m in p.reply_mismatches:
+            problems.append(f"{p.nickname}: a repeated answer got a different reply: {m}")
+        for s in p.foreign:
+            problems.append(f"{p.nickname}: received another session's {s.name}: {s.payload}")
+        scores = sorted(int(a["score"]) for a in p.accepted.values())
+        if scores and scores[-1] != p.accepted_points:
+            problems.append(
+                f"{p.nickname}: last reply says total {scores[-1]}, accepted points sum to"
+                f" {p.accepted_points}"
+            )
+    return problems
+
+
+async def wait_until_correct(
+    game: Game,
+    redis_url: str,
+    since: float,
+    timeout: float,
+) -> tuple[float | None, float | None]:
+    """Wait until Redis and every client's newest snapshot show the expected totals.
+
+    Returns (seconds until Redis was right, seconds until the last client was right),
+    both counted from ``since`` (a time.monotonic() value); None if never within
+    ``timeout``. The client time comes from when the right snapshot arrived.
+    """
+    expected = game.expected_scores()
+    deadline = time.monotonic() + timeout
+    redis_t: float | None = None
+    while time.monotonic() < deadline:
+        if redis_t is None:
+            try:
+                board = await read_redis_board(redis_url, game.session_id)
+            except Exception:
+                board = None
+            if board is not None and not board_problems("redis", *board, expected):
+                redis_t = time.monotonic()
+        if redis_t is not None and _clients_correct_at(game, expected) is not None:
+            break
+        await asyncio.sleep(0.1)
+    clients_t = _clients_correct_at(game, expected)
+    return (
+        None if redis_t is None else max(0.0, redis_t - since),
+        None if clients_t is None else max(0.0, clients_t - since),
+    )
+
+
+def _clients_correct_at(game: Game, expected: dict[str, int]) -> float | None:
+    """When the last client got a correct newest snapshot; None if one has none."""
+    latest = 0.0
+    for p in game.players:
+        if p.best is None or board_problems("event", p.best.scores, p.best.players, expected):
+            return None
+        # The first snapshot carrying this (final) version: when the client got it.
+        latest = max(latest, min(s.t for s in p.snapshots if s.version == p.best.version))
+    return latest
+
+
+async def compare(game: Game, database_url: str, redis_url: str) -> Verdict:
+    """The three-way comparison; fills the numbers and the list of problems."""
+    v = Verdict()
+    expected = game.expected_scores()
+    for p in game.players:
+        v.sent += p.stats.posts
+        v.distinct += p.stats.answers_tried
+        v.accepted += len(p.accepted)
+        v.accepted_points += p.accepted_points
+        v.events += sum(p.stats.events.values())
+        v.leaderboard_events += p.stats.events["leaderboard"]
+        v.reconnects += max(0, p.stats.connects - 1)
+        v.retried += sum(p.stats.retries.values())
+        v.server_errors += p.stats.server_errors
+        v.refused += len(p.refused)
+        v.undecided += len(p.undecided)
+    v.problems += _client_problems(game)
+
+    stored = await read_postgres(database_url, game.session_id)
+    v.stored = stored.rows
+    seen = {(p.user_id, q): int(a["points"]) for p in game.players for q, a in p.accepted.items()}
+    undecided = {(p.user_id, q) for p in game.players for q in p.undecided}
+    for key, points in seen.items():
+        if key not in stored.answers:
+            v.problems.append(f"accepted but not stored: {key}")
+        elif stored.answers[key] != points:
+            v.problems.append(f"stored points {stored.answers[key]} != accepted {points}: {key}")
+    for key in stored.answers.keys() - seen.keys():
+        # A request the client gave up on may have been committed: not lost, but
+        # the client never learned it; report it, it breaks "exactly what was seen".
+        why = "after the client gave up" if key in undecided else "never seen accepted"
+        v.problems.append(f"stored {why}: {key}")
+    for user, score in stored.scores.items():
+        if user in expected and score != expected[user]:
+            v.problems.append(
+                f"session_player.score of {user} is {score}, expected {expected[user]}"
+            )
+
+    redis_board = await read_redis_board(redis_url, game.session_id)
+    if redis_board is None:
+        v.problems.append("redis: the board is missing")
+    else:
+        v.problems += board_problems("redis", *redis_board, expected)
+        v.board_points = sum(redis_board[0].values())
+        v.counted = sum(
+            len(p.accepted)
+            for p in game.players
+            if redis_board[0].get(p.user_id) == expected[p.user_id]
+        )
+    http_board = await read_http_board(game)
+    if http_board is None:
+        v.problems.append("leaderboard API: no 200 answer")
+    else:
+        v.problems += board_problems("leaderboard API", *http_board, expected)
+    for p in game.players:
+        if p.best is None:
+            v.problems.append(f"{p.nickname}: never received a leaderboard snapshot")
+        else:
+            v.problems += board_problems(
+                f"{p.nickname}'s last snapshot", p.best.scores, p.best.players, expected
+            )
+    return v
