@@ -580,7 +580,9 @@ def start_kafka(stack: Stack) -> None:
         cp,
     ]
     if not (kdir / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # kafka-storage would read "-..." as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         say("kafka: formatting storage (KRaft, single node)")
         subprocess.run(
             [
