@@ -1,12 +1,17 @@
-"""Quiz service: quizzes, sessions, joining, answering, scoring."""
+"""Quiz service: quizzes, sessions, joining, answering, scoring (Litestar app on granian)."""
 
 from services.common import db, redis
 from services.common.web import create_app
+from services.quiz import background
+from services.quiz.controllers import QuizController
 
 app = create_app(
     "quiz",
-    [],
-    health={"postgres": db.ping, "redis": redis.ping},
-    on_startup=[db.open_pool],
-    on_shutdown=[db.close_pool, redis.close_redis],
+    [QuizController],
+    # Kafka is reported, but answers never wait for it (the outbox relay catches up).
+    health={"postgres": db.ping, "redis": redis.ping, "kafka": background.relay.healthy},
+    on_startup=[db.open_pool, background.start],
+    on_shutdown=[background.stop, db.close_pool, redis.close_redis],
+    description="Quizzes, live and self-paced sessions, answers scored on the server,"
+    " SCORE_CHANGE through an outbox.",
 )

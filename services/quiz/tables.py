@@ -3,8 +3,17 @@
 PostgreSQL is the source of truth; Redis holds copies that can be rebuilt from here.
 """
 
-from piccolo.columns import JSONB, UUID, BigInt, BigSerial, Boolean, Bytea, Integer, Text
-from piccolo.columns import Timestamptz
+from piccolo.columns import (
+    JSONB,
+    UUID,
+    BigInt,
+    BigSerial,
+    Boolean,
+    Bytea,
+    Integer,
+    Text,
+    Timestamptz,
+)
 from piccolo.table import Table
 
 
@@ -32,6 +41,7 @@ class QuizSession(Table, tablename="quiz_session"):
     ended_ms = BigInt(null=True, default=None)
     standing = Boolean(default=False)  # the public quiz's standing self-paced session
     board_dirty = Boolean(default=False)  # Redis missed a write: rebuild the board
+    closed_index = Integer(default=-1)  # live: last question whose question_closed was sent
 
 
 class SessionPlayer(Table, tablename="session_player"):
@@ -50,7 +60,10 @@ class SessionPlayer(Table, tablename="session_player"):
 
 
 class Handout(Table, tablename="handout"):
-    """Self-paced: when a question was handed to a player (its clock). Unique per player+question."""
+    """Self-paced: when a question was handed to a player (its clock).
+
+    Unique per player and question.
+    """
 
     id = BigSerial(primary_key=True)
     session_id = UUID()

@@ -1,0 +1,218 @@
+"""The outbox relay: SCORE_CHANGE rows written with each answer go to Kafka.
+
+One relay per quiz process, with the process's one producer, in one task:
+
+- fast path: the ids of rows this process just committed (``notify``) are claimed in
+  a transaction (``UPDATE ... SET sent_at = now() ... RETURNING``, row locks held),
+  sent, and committed once Kafka has acknowledged every record;
+- sweeper, every second: rows still unsent after 2 s (a process died, or Kafka was
+  down) are claimed with ``FOR UPDATE SKIP LOCKED`` under a cluster-wide advisory lock
+  (one sweeper at a time) and sent in id order, 1,000 per transaction.
+
+Why the relay waits for Kafka instead of giving up after a timeout: the producer is
+idempotent, so aiokafka retries a record until the broker has it and never expires
+it. A record handed to the producer will be delivered; rolling its row back after a
+timeout would let the sweeper send it a second time. So the claiming transaction
+stays open until the acknowledgement, and a row is marked sent exactly when Kafka
+has it. While Kafka is down the relay waits; answers are still accepted (their rows
+stay unsent), and when it has waited long the relay switches to catching up: it
+leaves the fast path and sweeps every unsent row in id order until none is left, so
+events come out in the order the answers were committed.
+
+At-least-once remains in two cases: a process dying between Kafka's acknowledgement
+and the COMMIT, and PostgreSQL failing that COMMIT. The consumer dedupes by
+``answer_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from services.common import db
+from services.common.kafka import EventProducer
+
+log = logging.getLogger("quizrt.quiz.outbox")
+
+SWEEP_EVERY_S = 1.0
+SWEEP_MIN_AGE_S = 2.0
+SWEEP_BATCH = 1000
+FAST_BATCH = 500
+# Records per send_many call, each call acknowledged before the next: 32 events
+# (~400 bytes each) fit in one producer batch per partition, so the producer's
+# buffer never fills and a send never blocks.
+CHUNK = 32
+# A send slower than this means Kafka was away: catch up through the sweeper.
+SLOW_SEND_S = 5.0
+MAX_PENDING = 50_000
+# Waiting for the acknowledgement has no useful timeout (see the module docstring).
+ACK_WAIT_S = 7 * 24 * 3600.0
+SWEEP_LOCK = 0x5155495A4F42  # pg advisory lock id of the sweeper ("QUIZOB")
+
+_CLAIM_FRESH = """
+UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[]) AND sent_at IS NULL
+RETURNING id, topic, key, payload
+"""
+_CLAIM_OLD = """
+SELECT id, topic, key, payload FROM outbox
+WHERE sent_at IS NULL AND created_at < now() - make_interval(secs => $1)
+ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+"""
+
+
+class OutboxRelay:
+    """Publishes outbox rows to Kafka; ``notify`` hands it freshly committed rows."""
+
+    def __init__(self, producer: EventProducer | None = None):
+        self.producer = producer or EventProducer()
+        self._pending: list[int] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        # Start by catching up: rows a previous run left unsent go first.
+        self.catching_up = True
+        self._stopping = False
+        self.sent = 0
+
+    def notify(self, outbox_id: int) -> None:
+        """A row was committed by this process: send it soon (never blocks)."""
+        if self.catching_up:
+            return  # the sweeper sends everything, in order
+        self._pending.append(outbox_id)
+        if len(self._pending) > MAX_PENDING:
+            self._pending.clear()
+            self.catching_up = True
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Let a send in flight finish (briefly), then stop the task and the producer.
+
+        Cancelling a send would roll its rows back while the producer may still
+        deliver them, so the current batch gets a few seconds first.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                self._task.cancel()
+                try:
+                    await self._task
+                except (asyncio.CancelledError, Exception):
+                    pass
+            self._task = None
+        try:
+            await asyncio.wait_for(self.producer.stop(), 5)
+        except Exception as e:
+            log.warning("producer stop: %s", e)
+
+    async def healthy(self) -> bool:
+        """Kafka reachable by this process's producer (health only: answers never wait)."""
+        return await self.producer.ping()
+
+    # ------------------------------------------------------------------ loop
+
+    async def _start_producer(self) -> None:
+        while True:
+            try:
+                await self.producer.start()
+                return
+            except Exception as e:
+                log.warning("Kafka producer cannot start yet (%s); retrying", e)
+                try:
+                    await self.producer.stop()
+                except Exception:
+                    pass
+                await asyncio.sleep(1.0)
+
+    async def _run(self) -> None:
+        await self._start_producer()
+        last_sweep = 0.0
+        while not self._stopping:
+            try:
+                if self.catching_up:
+                    n = await self.sweep(min_age_s=0.0)
+                    last_sweep = time.monotonic()
+                    if n < 0:
+                        await asyncio.sleep(0.2)  # another process is sweeping
+                    elif n < SWEEP_BATCH:
+                        # Close to the present: take new rows on the fast path again,
+                        # after one more sweep of everything committed before that.
+                        self._pending.clear()
+                        self.catching_up = False
+                        await self.sweep(min_age_s=0.0)
+                        log.info("outbox caught up; fast path on")
+                    continue
+                wait = max(0.0, SWEEP_EVERY_S - (time.monotonic() - last_sweep))
+                if not self._pending:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    except TimeoutError:
+                        pass
+                self._wake.clear()
+                if self._pending:
+                    ids, self._pending = self._pending[:FAST_BATCH], self._pending[FAST_BATCH:]
+                    started = time.monotonic()
+                    await self.send_fresh(ids)
+                    if time.monotonic() - started > SLOW_SEND_S:
+                        log.warning("Kafka was slow or away; catching up through the sweeper")
+                        self.catching_up = True
+                        self._pending.clear()
+                if time.monotonic() - last_sweep >= SWEEP_EVERY_S:
+                    last_sweep = time.monotonic()
+                    await self.sweep(min_age_s=SWEEP_MIN_AGE_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay error; rows stay unsent and are retried")
+                self.catching_up = True
+                self._pending.clear()
+                await asyncio.sleep(1.0)
+
+    # ------------------------------------------------------------------ sending
+
+    async def send_fresh(self, ids: Sequence[int]) -> int:
+        """Claim and send rows by id (those not sent yet); returns how many were sent."""
+        async with db.connection() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM_FRESH, list(ids))
+            await self._send(sorted(rows, key=lambda r: r["id"]))
+        self.sent += len(rows)
+        return len(rows)
+
+    async def sweep(self, min_age_s: float) -> int:
+        """Send unsent rows older than ``min_age_s`` in id order, a batch at a time.
+
+        Returns how many were sent, or -1 when another process holds the sweeper lock.
+        """
+        total = 0
+        while True:
+            async with db.connection() as conn, conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
+                    return -1 if total == 0 else total
+                rows = await conn.fetch(_CLAIM_OLD, min_age_s, SWEEP_BATCH)
+                if rows:
+                    await self._send(rows)
+                    await conn.execute(
+                        "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)",
+                        [r["id"] for r in rows],
+                    )
+            total += len(rows)
+            self.sent += len(rows)
+            if len(rows) < SWEEP_BATCH:
+                return total
+
+    async def _send(self, rows: Sequence[Any]) -> None:
+        """Send rows in order, waiting for Kafka's acknowledgement of each chunk."""
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            by_topic: dict[str, list[tuple[str, bytes]]] = {}
+            for r in chunk:
+                by_topic.setdefault(r["topic"], []).append((r["key"], bytes(r["payload"])))
+            for topic, records in by_topic.items():
+                await self.producer.send_many(topic, records, timeout=ACK_WAIT_S)
