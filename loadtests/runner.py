@@ -99,7 +99,7 @@ async def run_scenario(
             20.0 if sc.mode == "live" else sc.questions * (sc.answer_after_s[1] + 2) + 20
         )
         drained = await pool.ask(
-            "drain", "drained", timeout=drain_timeout + 60, **{"timeout": drain_timeout}
+            "drain", "drained", timeout=drain_timeout + 60, wait_s=drain_timeout
         )
         t_play_end = time.monotonic()
         phase("played")

@@ -99,10 +99,10 @@ class Worker:
                 p._spawn(p.play_self_paced())
         send("started")
 
-    async def cmd_drain(self, timeout: float = 15.0, quiet_s: float = 1.0) -> None:
+    async def cmd_drain(self, wait_s: float = 15.0, quiet_s: float = 1.0) -> None:
         """Wait until no answer is scheduled or in flight, every answer found its
-        snapshot (or ``timeout``), and no snapshot arrived for ``quiet_s``."""
-        deadline = time.monotonic() + timeout
+        snapshot (or ``wait_s``), and no snapshot arrived for ``quiet_s``."""
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             busy = any(p.tasks for p in self.players) or self.stats.in_flight
             pending = sum(len(p.tracker.pending) for p in self.players)
