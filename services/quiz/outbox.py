@@ -32,6 +32,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from services.common import db
 from services.common.kafka import EventProducer
 
@@ -169,6 +171,13 @@ class OutboxRelay:
                     await self.sweep(min_age_s=SWEEP_MIN_AGE_S)
             except asyncio.CancelledError:
                 raise
+            except KafkaError as e:
+                # Raised before a record was handed over (e.g. no topic metadata while
+                # Kafka is away): the rolled-back rows are simply sent later.
+                log.warning("outbox relay: Kafka not ready (%r); rows stay unsent", e)
+                self.catching_up = True
+                self._pending.clear()
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("outbox relay error; rows stay unsent and are retried")
                 self.catching_up = True

@@ -1,0 +1,83 @@
+"""Kafka down: answers are still accepted; when Kafka is back the outbox relay
+publishes every accepted answer's SCORE_CHANGE exactly once, in order per player."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from services.common.settings import get_settings
+from tests.conftest import ROOT, Api
+from tests.test_quiz_support import Quiz, answer, join, question, score_changes
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+
+def stack_cmd(stack_dir: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "infra.stack", "--dir", str(stack_dir), *args],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def answer_ids(session_id: str) -> list[str]:
+    conn = await asyncpg.connect(get_settings().database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT id FROM answer WHERE session_id = $1", uuid.UUID(session_id)
+        )
+    finally:
+        await conn.close()
+    return [str(r["id"]) for r in rows]
+
+
+def test_kafka_outage_answers_accepted_then_published_exactly_once(
+    http: httpx.Client, api: Api, stack_dir: Path
+) -> None:
+    quiz = Quiz(api, 3, limit_s=60)
+    sid = quiz.open_session("self_paced")["id"]
+    players = [api.guest() for _ in range(3)]
+    for p in players:
+        assert join(http, p, session_id=sid).status_code == 200
+
+    def play(index: int) -> list[float]:
+        took = []
+        for p in players:
+            qid = question(http, p, sid).json()["question_id"]
+            t0 = time.monotonic()
+            r = answer(http, p, sid, qid, quiz.answer_of(index))
+            took.append(time.monotonic() - t0)
+            assert r.status_code == 200, r.text
+        return took
+
+    play(0)  # Kafka up: the fast path
+    stack_cmd(stack_dir, "kill", "kafka")
+    try:
+        took = play(1) + play(2)  # Kafka down: accepted all the same, without waiting
+        assert max(took) < 2.0, took
+        health = http.get("/api/quiz/health")
+        assert health.json()["dependencies"]["kafka"] == "down"
+    finally:
+        stack_cmd(stack_dir, "restart", "kafka")
+
+    ids = asyncio.run(answer_ids(sid))
+    assert len(ids) == 9
+    events = asyncio.run(score_changes({sid}, expected=9, timeout_s=60, settle_s=1.5))
+    counts = Counter(e.answer_id for e in events)
+    assert set(counts) == set(ids)
+    assert set(counts.values()) == {1}, counts  # exactly once per answer id
+    # Per player, the events come in the order the answers were given.
+    for p in players:
+        totals = [e.total for e in events if e.user_id == p["user"]["id"]]
+        assert totals == sorted(totals) and len(totals) == 3

@@ -1,0 +1,121 @@
+"""Room events of a live session as a socket.io client in the room sees them: players
+joining, each question opening (never with its answer), each question closing once
+(by the host's advance or by its deadline, with two quiz processes running the
+deadline closer), and the end with the final top 10."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+
+from tests.conftest import Api, unique
+from tests.test_quiz_support import questions
+
+pytestmark = pytest.mark.stack
+
+EVENTS = ("session_state", "question", "question_closed", "session_ended")
+
+
+class Watcher:
+    """A socket.io client that records the session's room events in order."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, dict]] = []
+        for name in EVENTS:
+            self.client.on(name, self._recorder(name))
+
+    def _recorder(self, name: str) -> Any:
+        async def record(data: dict) -> None:
+            self.events.append((name, data))
+
+        return record
+
+    def of(self, name: str) -> list[dict]:
+        return [d for n, d in self.events if n == name]
+
+    async def wait_for(self, name: str, count: int = 1, timeout_s: float = 8.0) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.of(name)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} x {name} expected; got {self.events}")
+            await asyncio.sleep(0.02)
+        return self.of(name)
+
+
+async def test_live_room_events_and_deadline_close_once(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
+        name, pw = unique("host"), "correct horse 9"
+        assert (
+            await http.post("/api/iam/users", json={"username": name, "password": pw})
+        ).status_code == 201
+        host = (await http.post("/api/iam/token", json={"username": name, "password": pw})).json()
+        player = (await http.post("/api/iam/guests", json={"nickname": unique("p")})).json()
+        hauth, pauth = Api.auth(host), Api.auth(player)
+        r = await http.post(
+            "/api/quiz/quizzes",
+            headers=hauth,
+            json={"title": "events", "questions": questions(2, limit_s=5)},
+        )
+        quiz_id = r.json()["id"]
+        qids = (await http.get(f"/api/quiz/quizzes/{quiz_id}", headers=hauth)).json()[
+            "question_ids"
+        ]
+        s = (
+            await http.post(
+                "/api/quiz/sessions", headers=hauth, json={"quiz_id": quiz_id, "mode": "live"}
+            )
+        ).json()
+        sid = s["id"]
+
+        watcher = Watcher()
+        await watcher.client.connect(
+            base_url, auth={"token": host["access_token"]}, transports=["websocket"], wait_timeout=5
+        )
+        try:
+            ack = await watcher.client.call("join", {"session_id": sid}, timeout=5)
+            assert ack["ok"], ack
+
+            r = await http.post("/api/quiz/sessions/join", headers=pauth, json={"code": s["code"]})
+            assert r.status_code == 200
+            [joined] = await watcher.wait_for("session_state")
+            assert (joined["state"], joined["players"]) == ("lobby", 1)
+
+            await http.post(f"/api/quiz/sessions/{sid}/advance", headers=hauth)
+            [q0] = await watcher.wait_for("question")
+            assert (q0["question_id"], q0["index"], q0["count"]) == (qids[0], 0, 2)
+            assert "answer" not in q0
+            r = await http.post(
+                f"/api/quiz/sessions/{sid}/answers",
+                headers=pauth,
+                json={"question_id": qids[0], "choice": 2},
+            )
+            assert r.status_code == 200
+
+            # The deadline passes: question_closed once, with the answer and the counts.
+            wait = q0["deadline_ms"] / 1000 - time.time()
+            [closed] = await watcher.wait_for("question_closed", timeout_s=wait + 3)
+            assert closed["session_id"] == sid and closed["question_id"] == qids[0]
+            assert (closed["answer"], closed["distribution"]) == (0, [0, 0, 1])
+            assert closed["index"] == 0
+
+            await http.post(f"/api/quiz/sessions/{sid}/advance", headers=hauth)
+            await watcher.wait_for("question", 2)
+            # The host closes question 1 before its deadline by advancing past it.
+            r = await http.post(f"/api/quiz/sessions/{sid}/advance", headers=hauth)
+            assert r.json() == {"state": "ended", "question_index": 1}
+            [ended] = await watcher.wait_for("session_ended")
+            assert ended["players"] == 1
+            assert [e["user_id"] for e in ended["entries"]] == [player["user"]["id"]]
+            closes = await watcher.wait_for("question_closed", 2)
+            assert closes[1]["question_id"] == qids[1] and closes[1]["distribution"] == [0, 0, 0]
+            assert watcher.of("session_state")[-1]["state"] == "ended"
+            await asyncio.sleep(1.0)  # a second close of either question would show now
+            assert len(watcher.of("question_closed")) == 2, watcher.events
+        finally:
+            await watcher.client.disconnect()
