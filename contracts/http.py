@@ -12,6 +12,7 @@ __all__ = [
     "AnswerIn",
     "AnswerRecord",
     "AnswerResult",
+    "ErrorBody",
     "GuestIn",
     "JoinIn",
     "JoinResult",
@@ -254,6 +255,20 @@ class PlayerRank(Struct):
     rank: int
     score: int
     players: int
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ErrorBody(Struct):
+    """Every error answer (services and nginx alike): status and a readable detail.
+
+    ``extra`` lists validation problems (``[{key, message, source}]``) when there are any.
+    """
+
+    status_code: int
+    detail: str
+    extra: list[dict[str, str]] | dict[str, str] | None = None
 
 
 def encode(obj: object) -> bytes:

@@ -11,9 +11,10 @@ from litestar.exceptions import (
     NotAuthorizedException,
     ValidationException,
 )
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_409_CONFLICT
 
-from contracts.http import GuestIn, LoginIn, RefreshIn, TokenPair, UserIn, UserOut
+from contracts.http import ErrorBody, GuestIn, LoginIn, RefreshIn, TokenPair, UserIn, UserOut
 from services.iam.service import (
     IamService,
     InvalidCredentials,
@@ -24,6 +25,19 @@ from services.iam.service import (
 )
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quizrt"'}
+
+
+def _errors(specific: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for error answers (all share ErrorBody); nginx adds 413 and 429."""
+    common = {
+        422: "A field is invalid, missing or unknown; the detail names it",
+        413: "Body too large (nginx)",
+        429: "Rate limited per client address (nginx); see Retry-After",
+    }
+    return {
+        code: ResponseSpec(ErrorBody, description=text, generate_examples=False)
+        for code, text in {**common, **(specific or {})}.items()
+    }
 
 
 async def trim_nickname(request: Request) -> None:
@@ -58,6 +72,7 @@ class IamController(Controller):
         status_code=HTTP_201_CREATED,
         before_request=trim_nickname,
         summary="Create a guest player (nickname only) and return its tokens",
+        responses=_errors(),
     )
     async def create_guest(self, data: GuestIn, iam: IamService) -> TokenPair:
         try:
@@ -70,6 +85,7 @@ class IamController(Controller):
         status_code=HTTP_201_CREATED,
         before_request=trim_nickname,
         summary="Register a host (username and password)",
+        responses=_errors({409: "The username is taken"}),
     )
     async def register(self, data: UserIn, iam: IamService) -> UserOut:
         try:
@@ -79,7 +95,12 @@ class IamController(Controller):
         except UsernameTaken as e:
             raise ClientException("Username is taken", status_code=HTTP_409_CONFLICT) from e
 
-    @post("/token", status_code=HTTP_200_OK, summary="Log in a host: a token pair")
+    @post(
+        "/token",
+        status_code=HTTP_200_OK,
+        summary="Log in a host: a token pair",
+        responses=_errors({401: "Wrong username or password"}),
+    )
     async def login(self, data: LoginIn, iam: IamService) -> TokenPair:
         try:
             return await iam.login(data.username, data.password)
@@ -92,6 +113,12 @@ class IamController(Controller):
         "/token/refresh",
         status_code=HTTP_200_OK,
         summary="Rotate a refresh token: a new pair; the old refresh token stops working",
+        responses=_errors(
+            {
+                401: "Unknown, expired, revoked or reused refresh token "
+                "(a reuse revokes its whole family)"
+            }
+        ),
     )
     async def refresh(self, data: RefreshIn, iam: IamService) -> TokenPair:
         try:
