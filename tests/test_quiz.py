@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
+import subprocess
+import sys
 import time
 import uuid
 
@@ -16,7 +19,7 @@ import httpx
 import pytest
 
 from services.quiz.scoring import score_answer
-from tests.conftest import Api
+from tests.conftest import ROOT, Api
 from tests.test_quiz_support import (
     Quiz,
     answer,
@@ -393,3 +396,29 @@ def test_wrong_session_and_not_joined(http: httpx.Client, api: Api) -> None:
         ).status_code
         == 401
     )
+
+
+def test_demo_loader_is_idempotent(http: httpx.Client) -> None:
+    def run() -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "services.quiz.demo"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, again = run(), run()
+    assert first == again  # same host, quiz and lobby session
+    assert first["code"].isdigit() and len(first["code"]) == 6
+    tokens = http.post(
+        "/api/iam/token",
+        json={"username": first["host_username"], "password": first["host_password"]},
+    )
+    assert tokens.status_code == 200
+    r = http.get(
+        f"/api/quiz/sessions/{first['session_id']}/results", headers=Api.auth(tokens.json())
+    )
+    assert r.json()["state"] == "lobby" and r.json()["quiz_id"] == first["quiz_id"]

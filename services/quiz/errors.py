@@ -53,7 +53,7 @@ class Unavailable(QuizError):
 
 
 # Errors that mean "the database is not reachable now" (not a bug in a query).
-DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+DB_DOWN_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,

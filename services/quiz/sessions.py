@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from contracts import (
     AdvanceResult,
@@ -28,6 +29,7 @@ from contracts import (
     SessionEnded,
     SessionIn,
     SessionStateChanged,
+    State,
 )
 from services.common import ranking
 from services.common.auth import Caller
@@ -97,7 +99,7 @@ async def cache_session(redis: Redis, row: Any, quiz: QuizContent) -> None:
                 sid, quiz, row["current_index"], row["deadline_ms"], row["question_opened_ms"]
             )
         )
-    fields = {
+    fields: dict[FieldT, EncodableT] = {
         "mode": row["mode"],
         "state": row["state"],
         "host_id": str(row["host_id"]),
@@ -149,7 +151,7 @@ async def create_session(
         raise NotFound("No such quiz")
     if quiz.owner_id != caller.user_id:
         raise Forbidden("Only the quiz's host may open a session of it")
-    state = "lobby" if data.mode == "live" else "running"
+    state: State = "lobby" if data.mode == "live" else "running"
     sid, code = await insert_session(
         conn, uuid.UUID(quiz.id), uuid.UUID(caller.user_id), data.mode, state, now_ms()
     )
