@@ -323,3 +323,17 @@ def test_other_responses_are_not_cached(client: httpx.Client, path: str) -> None
     for _ in range(2):
         r = client.get(path, headers={"Authorization": "Bearer x"})
         assert "x-cache-status" not in r.headers
+
+
+# --------------------------------------------------------------------------- docs
+
+
+@pytest.mark.stack
+def test_generated_docs_are_served_at_docs(client: httpx.Client) -> None:
+    page = client.get("/docs/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'href="openapi-iam.json"' in page.text
+    r = client.get("/docs/openapi-iam.json")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert "/api/iam/token" in r.json()["paths"]
+    assert client.get("/docs/events.json").json()["asyncapi"].startswith("3.")

@@ -211,11 +211,16 @@ class IamService:
 
     async def login(self, username: str, password: str) -> TokenPair:
         """A token pair for a host's username and password; raises InvalidCredentials."""
-        row = (
-            await IamUser.select(IamUser.id, IamUser.nickname, IamUser.role, IamUser.password_hash)
-            .where(IamUser.username == username)
-            .first()
-        )
+        row = None
+        # PostgreSQL text cannot hold NUL, so no stored username has one (found by fuzzing).
+        if "\x00" not in username:
+            row = (
+                await IamUser.select(
+                    IamUser.id, IamUser.nickname, IamUser.role, IamUser.password_hash
+                )
+                .where(IamUser.username == username)
+                .first()
+            )
         stored = row["password_hash"] if row else None
         if not await verify_password(stored, password) or row is None:
             raise InvalidCredentials()
