@@ -189,7 +189,8 @@ async def bench(args: argparse.Namespace) -> dict:
                 **{f"generator-{i + 1}": p for i, p in enumerate(pool.pids)},
                 "bench-driver": os.getpid(),
             }
-            meter = CpuMeter(all_pids)
+            # The driver started the stack and the workers: count its own CPU only.
+            meter = CpuMeter(all_pids, alone={"bench-driver"})
             mem = {"before_mb": rss_mb(sio_pids(pids))}
 
             def on_phase(name: str, meter=meter, mem=mem) -> None:

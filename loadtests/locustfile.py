@@ -186,7 +186,9 @@ class HostDriver(HttpUser):
             gevent.sleep(sc.questions * (sc.answer_after_s[1] + 1) + 5)
         gevent.sleep(3)  # let the last snapshots arrive
         WORLD.done.set()
-        self.environment.runner.quit()
+        # Stop the whole run from outside this user's greenlet (quit stops every user).
+        gevent.spawn(self.environment.runner.quit)
+        gevent.sleep(3600)  # quit() ends this greenlet with the others
 
     def _play_session(self, sid: str, i: int) -> None:
         sc = WORLD.scenario

@@ -30,15 +30,17 @@ def _tree(pid: int) -> list[psutil.Process]:
 class CpuMeter:
     """CPU seconds per named process tree between ``start`` and ``stop``."""
 
-    def __init__(self, pids: dict[str, int]):
+    def __init__(self, pids: dict[str, int], alone: set[str] = frozenset()):
+        """``alone``: names measured without their children (a parent of the others)."""
         self.pids = pids
+        self.alone = alone
         self._t0 = 0.0
         self._cpu0: dict[str, dict[int, float]] = {}
 
-    @staticmethod
-    def _cpu(pid: int) -> dict[int, float]:
+    def _cpu(self, name: str, pid: int) -> dict[int, float]:
         out = {}
-        for p in _tree(pid):
+        procs = _tree(pid)
+        for p in procs[:1] if name in self.alone else procs:
             try:
                 t = p.cpu_times()
                 out[p.pid] = t.user + t.system
@@ -48,14 +50,14 @@ class CpuMeter:
 
     def start(self) -> None:
         self._t0 = time.monotonic()
-        self._cpu0 = {n: self._cpu(pid) for n, pid in self.pids.items()}
+        self._cpu0 = {n: self._cpu(n, pid) for n, pid in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
         """Percent of one core per process over the interval (children included)."""
         wall = time.monotonic() - self._t0
         out = {}
         for n, pid in self.pids.items():
-            now = self._cpu(pid)
+            now = self._cpu(n, pid)
             before = self._cpu0.get(n, {})
             used = sum(v - before.get(p, 0.0) for p, v in now.items())
             out[n] = round(100.0 * used / wall, 1) if wall > 0 else 0.0

@@ -34,7 +34,7 @@ def derived(result: dict) -> dict[str, dict]:
         rate = burst_rate(r) if name == "spike" else r["answers_per_s"]
         d = {
             "answers_per_s": rate,
-            "answers_per_s_vs_bare_post": ratio(rate, post.get("requests_per_s")),
+            "answers_per_s_vs_bare_post": ratio(rate, post.get("requests_per_s"), 3),
             "rtt_p99_vs_bare_post_p99": ratio(
                 r["answer_rtt_ms"]["p99"], (post.get("rtt_ms") or {}).get("p99")
             ),

@@ -56,6 +56,9 @@ class Worker:
         concurrency: int = 48,
     ) -> None:
         sc = Scenario(**{**scenario, "answer_after_s": tuple(scenario["answer_after_s"])})
+        for p in self.players:  # a previous scenario's players
+            p.close()
+        self.stats, self.failed, self.v0 = Stats(), [], {}
         rng = random.Random(seed)
         self.players = [
             Player(i, host, port, sid, sc, self.stats, random.Random(rng.random()))
