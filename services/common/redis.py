@@ -7,6 +7,9 @@ Redis cluster. Everything here can be rebuilt from PostgreSQL.
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, TimeoutError
 
 from services.common.settings import get_settings
 
@@ -23,6 +26,10 @@ def get_redis() -> Redis:
             socket_timeout=2,
             socket_connect_timeout=2,
             health_check_interval=10,
+            # from_url's default is no retry: after a Redis restart every pooled
+            # connection failed its next command (a 500). Retry on a fresh connection.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
+            retry_on_error=[ConnectionError, TimeoutError],
         )
     return _client
 
