@@ -9,7 +9,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.settings import get_settings
 
@@ -29,7 +30,7 @@ def get_redis() -> Redis:
             # from_url's default is no retry: after a Redis restart every pooled
             # connection failed its next command (a 500). Retry on a fresh connection.
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
-            retry_on_error=[ConnectionError, TimeoutError],
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
     return _client
 
