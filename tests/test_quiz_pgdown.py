@@ -1,0 +1,67 @@
+"""PostgreSQL down: the quiz service answers 503 (JSON, Retry-After) instead of
+failing or hanging, and serves again once PostgreSQL is back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Api
+from tests.test_quiz_support import Quiz, answer, join, question, wait_until
+
+pytestmark = pytest.mark.stack
+
+
+def stack_cmd(stack_dir: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "infra.stack", "--dir", str(stack_dir), *args],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def stop_postgres(stack_dir: Path) -> None:
+    """Fast shutdown (SIGINT) of the stack's PostgreSQL, so it can start again later
+    (after SIGKILL its children and lock file would block the restart)."""
+    stack = json.loads((stack_dir / "stack.json").read_text())
+    os.killpg(stack["procs"]["postgres"]["pid"], signal.SIGINT)  # its process group
+    port = stack["layout"]["pg_port"]
+
+    def closed() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) != 0
+
+    wait_until(closed, timeout_s=15)
+
+
+def test_postgres_down_is_503_then_answers_resume(
+    http: httpx.Client, api: Api, stack_dir: Path
+) -> None:
+    quiz = Quiz(api, 2, limit_s=60)
+    sid = quiz.open_session("self_paced")["id"]
+    player = api.guest()
+    assert join(http, player, session_id=sid).status_code == 200
+    qid = question(http, player, sid).json()["question_id"]
+    stop_postgres(stack_dir)
+    try:
+        r = answer(http, player, sid, qid, quiz.answer_of(0))
+        assert r.status_code == 503, r.text
+        assert r.json()["status_code"] == 503 and r.headers.get("retry-after")
+    finally:
+        stack_cmd(stack_dir, "restart", "postgres")
+
+    def accepted() -> httpx.Response | None:
+        r = answer(http, player, sid, qid, quiz.answer_of(0))
+        return r if r.status_code == 200 else None
+
+    r = wait_until(accepted, timeout_s=15, every_s=0.2)
+    assert r.json()["correct"] is True
