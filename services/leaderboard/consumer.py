@@ -97,6 +97,7 @@ class LeaderboardConsumer:
         self.assignment = _Assignment()
 
     async def run(self) -> None:
+        log.info("starting")
         await db.open_pool()
         await self.producer.start()
         self.publisher = SnapshotPublisher(
@@ -104,6 +105,7 @@ class LeaderboardConsumer:
         )
         self.consumer.subscribe([self.settings.topic_score_change], listener=self.assignment)
         await self.consumer.start()
+        log.info("joining group %s", self.settings.consumer_group)
         watcher = asyncio.create_task(self._watch_redis())
         try:
             loop = asyncio.create_task(self._loop())

@@ -1,0 +1,225 @@
+"""Leaderboard service: the HTTP API through nginx, rebuilds from PostgreSQL, and the
+consumer's TOP_10 records (real PostgreSQL, Redis, Kafka, nginx, IAM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import msgspec
+import pytest
+
+from contracts import ScoreChange, decode_top10
+from services.common.kafka import EventProducer, make_consumer
+from services.common.ranking import read_snapshots
+from services.common.redis import (
+    ALIVE_KEY,
+    board_key,
+    board_names_key,
+    board_version_key,
+    get_redis,
+)
+from services.common.settings import get_settings
+from tests.conftest import Api
+from tests.test_realtime_support import Board, Session
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+async def board() -> AsyncIterator[Board]:
+    pool = await asyncpg.create_pool(get_settings().database_url, min_size=1, max_size=4)
+    producer = EventProducer()
+    await producer.start()
+    try:
+        yield Board(pool, producer)
+    finally:
+        await producer.stop()
+        await pool.close()
+
+
+async def new_session(api: Api, board: Board, n: int) -> Session:
+    return await board.session(api.host(), [api.guest() for _ in range(n)])
+
+
+def top(http, s: Session, tokens: dict, **params) -> tuple[int, dict]:
+    r = http.get(f"/api/leaderboard/sessions/{s.id}/top", params=params, headers=Api.auth(tokens))
+    return r.status_code, r.json()
+
+
+def pairs(body: dict) -> list[tuple[str, int]]:
+    return [(e["user_id"], e["score"]) for e in body["entries"]]
+
+
+async def test_top_and_rank_for_players_and_host(http, api, board):
+    s = await new_session(api, board, 4)
+    await board.answer(s, s.user(2), 800)
+    await board.answer(s, s.user(0), 800)  # same score, reached later: ranks below 2
+    await board.answer(s, s.user(3), 300)
+    status, body = top(http, s, s.players[1])
+    assert status == 200, body
+    assert body["session_id"] == s.id and body["players"] == 4 and body["version"] > 0
+    assert pairs(body) == await board.expected_top(s)
+    assert [e["rank"] for e in body["entries"]] == [1, 2, 3, 4]
+    assert body["entries"][0]["user_id"] == s.user(2)
+    assert body["entries"][0]["nickname"] == s.players[2]["user"]["nickname"]
+    # Equal scores: who reached them first ranks higher (player 2 before player 0).
+    assert body["entries"][3]["user_id"] == s.user(1)
+
+    status, host_view = top(http, s, s.host, limit=2)
+    assert status == 200 and pairs(host_view) == pairs(body)[:2]
+
+    r = http.get(
+        f"/api/leaderboard/sessions/{s.id}/players/{s.user(0)}", headers=Api.auth(s.players[3])
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "session_id": s.id,
+        "user_id": s.user(0),
+        "rank": 2,
+        "score": 800,
+        "players": 4,
+    }
+
+
+async def test_who_may_read_and_bad_input(http, api, board):
+    s = await new_session(api, board, 1)
+    player = s.players[0]
+    assert http.get(f"/api/leaderboard/sessions/{s.id}/top").status_code == 401
+    r = http.get(
+        f"/api/leaderboard/sessions/{s.id}/top",
+        headers={"Authorization": "Bearer forged.token.here"},
+    )
+    assert r.status_code == 401 and r.json()["status_code"] == 401
+    outsider = api.guest()
+    assert top(http, s, outsider)[0] == 403
+    assert (
+        http.get(
+            f"/api/leaderboard/sessions/{s.id}/players/{s.user(0)}", headers=Api.auth(outsider)
+        ).status_code
+        == 403
+    )
+    missing = Session(id=str(uuid.uuid4()), host={}, players=[])
+    assert top(http, missing, player)[0] == 404
+    assert top(http, Session(id="not-a-uuid", host={}, players=[]), player)[0] == 404
+    for limit in (0, 101, -1, "ten"):
+        status, body = top(http, s, player, limit=limit)
+        assert status in (400, 422) and "limit" in str(body), (limit, body)
+    assert top(http, s, player, limit=100)[0] == 200
+    r = http.get(
+        f"/api/leaderboard/sessions/{s.id}/players/{uuid.uuid4()}", headers=Api.auth(player)
+    )
+    assert r.status_code == 404
+
+
+async def test_a_lost_board_is_rebuilt_from_postgres_on_read(http, api, board):
+    s = await new_session(api, board, 3)
+    await board.answer(s, s.user(1), 450)
+    await board.answer(s, s.user(2), 900)
+    before = (await read_snapshots(get_redis(), [s.id]))[s.id]
+    await get_redis().delete(board_key(s.id), board_names_key(s.id), board_version_key(s.id))
+
+    status, body = top(http, s, s.players[0])
+    assert status == 200, body
+    assert pairs(body) == await board.expected_top(s)
+    assert body["entries"][0]["nickname"] == s.players[2]["user"]["nickname"]
+    assert body["version"] > before.version, "versions only grow, also across a rebuild"
+    r = http.get(f"/api/leaderboard/sessions/{s.id}/players/{s.user(1)}", headers=Api.auth(s.host))
+    assert r.json()["rank"] == 2 and r.json()["score"] == 450
+
+
+async def wait_until(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+async def test_consumer_rebuilds_dirty_boards_and_a_redis_that_lost_its_data(board, api):
+    s = await new_session(api, board, 2)
+    await board.answer(s, s.user(0), 600)
+    redis = get_redis()
+    # A write the quiz service could not make: Redis says 0, PostgreSQL 700.
+    await board.conn.execute(
+        "update session_player set score = 700 where session_id = $1 and user_id = $2",
+        uuid.UUID(s.id),
+        uuid.UUID(s.user(1)),
+    )
+    await board.conn.execute(
+        "update quiz_session set board_dirty = true where id = $1", uuid.UUID(s.id)
+    )
+    s.scores[s.user(1)] = 700
+
+    async def board_matches() -> bool:
+        snap = (await read_snapshots(redis, [s.id]))[s.id]
+        return snap is not None and [(e.user_id, e.score) for e in snap.entries] == (
+            await board.expected_top(s)
+        )
+
+    await wait_until(board_matches)
+    assert not await board.conn.fetchval(
+        "select board_dirty from quiz_session where id = $1", uuid.UUID(s.id)
+    )
+
+    # Redis "restarted empty" for this session and lost the alive marker: the
+    # consumer rebuilds every open session's board without any read asking for it.
+    await redis.delete(ALIVE_KEY, board_key(s.id), board_names_key(s.id), board_version_key(s.id))
+    await wait_until(board_matches)
+    assert await redis.exists(ALIVE_KEY)
+
+
+async def test_top10_records_and_malformed_score_changes(board, api):
+    """Garbage on SCORE_CHANGE is skipped; the next good record still gets its TOP_10."""
+    s = await new_session(api, board, 2)
+    settings = get_settings()
+    consumer = make_consumer(settings.topic_top10, group=None, auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        await board.producer.send_many(
+            settings.topic_score_change,
+            [
+                (s.id, b"not json"),
+                (s.id, b'{"session_id": 5}'),
+                (s.id, msgspec.json.encode({"schema_version": 1, "session_id": "x"})),
+                (
+                    s.id,
+                    msgspec.json.encode(
+                        ScoreChange(
+                            answer_id="a",
+                            session_id="not-a-uuid",
+                            user_id="u",
+                            nickname="n",
+                            question_id="q",
+                            correct=True,
+                            points=1,
+                            total=1,
+                            answered_ms=1,
+                        )
+                    ),
+                ),
+            ],
+        )
+        version = await board.answer(s, s.user(1), 250)
+        found = None
+        async with asyncio.timeout(10):
+            while found is None:
+                batch = await consumer.getmany(timeout_ms=200)
+                for recs in batch.values():
+                    for rec in recs:
+                        if rec.key == s.id.encode():
+                            top10 = decode_top10(rec.value)
+                            if top10.version >= version:
+                                found = top10
+        assert found.session_id == s.id and found.players == 2
+        assert [(e.user_id, e.score) for e in found.entries] == await board.expected_top(s)
+        assert found.entries[0].nickname == s.players[1]["user"]["nickname"]
+    finally:
+        await consumer.stop()
