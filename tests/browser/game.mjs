@@ -24,7 +24,7 @@ const LIVE = [
   { text: "2 + 2 = ?", choices: ["3", "4", "5", "22"], answer: 1, time: 20 },
   { text: "The largest planet of the Solar System?", choices: ["Mars", "Jupiter", "Venus"], answer: 1, time: 20 },
   { text: "A clear daytime sky is blue.", choices: ["True", "False"], answer: 0, time: 20 },
-  { text: "HTTP status for Not Found?", choices: ["200", "301", "404", "500"], answer: 2, time: 5 },
+  { text: "HTTP status for Not Found?", choices: ["200", "301", "404", "500"], answer: 2, time: 7 },
 ];
 
 // What each player picks per question (null: no answer, let the clock run out).
@@ -126,16 +126,19 @@ async function main() {
     const host = await openPage(browser, "host", DESKTOP);
     pages.push(host);
     await signUpHost(host);
+    step("host signed up");
     const liveTitle = unique("Browser quiz ");
     await writeQuizInForm(host, liveTitle);
+    step("live quiz written in the form");
     await pasteQuizJson(host, SOLO);
-    step("host signed up, wrote two quizzes");
+    step("public quiz pasted as JSON");
 
     await host.locator(`#h-quizzes li:has-text("${liveTitle}") button`).click();
     await host.locator("#h-session").waitFor();
     const code = (await host.locator("[data-code]").textContent()).trim();
     check(/^\S{4,12}$/.test(code), `no join code on the host page: ${JSON.stringify(code)}`);
     await host.waitForFunction(() => document.querySelector("#net")?.dataset.state === "connected");
+    step("live session open, host in the room");
 
     // ------------------------------------------------------------------ players join
     const names = { ada: unique("Ada"), bo: unique("Bo"), cy: unique("Cy") };
@@ -147,6 +150,8 @@ async function main() {
     // Ada follows the join link; Bo and Cy type the code.
     await players.ada.goto(`/join/${code}`);
     await nickname(players.ada, names.ada);
+    await players.ada.locator("#p-lobby").waitFor();
+    step("first player in the lobby");
     await Promise.all(
       ["bo", "cy"].map(async (key) => {
         const p = players[key];
@@ -159,6 +164,8 @@ async function main() {
     );
     for (const p of Object.values(players)) await p.locator("#p-lobby").waitFor();
     await host.waitForFunction(() => document.querySelector("[data-h-players]").textContent === "3");
+    // The host sees who arrived: everyone is on the board with 0 points.
+    await waitBoards([[host, "#h-session"]], Object.values(names).map((n) => `${n}:0`));
     step("three players in the lobby");
     await shot(host, "host-lobby.png");
     await shot(players.ada, "player-lobby.png");
@@ -174,7 +181,20 @@ async function main() {
         .map(([n, s]) => `${n}:${s}`);
 
     for (let qi = 0; qi < LIVE.length; qi++) {
-      await host.locator("#h-advance").click();
+      if (qi === 0) {
+        // Cy's network drops while the first question opens: the event is missed.
+        await players.cy.context().setOffline(true);
+        await players.cy.waitForFunction(() => document.querySelector("#net")?.dataset.state !== "connected");
+        await host.locator("#h-advance").click();
+        await Promise.all([players.ada, players.bo].map((p) => waitQuestion(p, qi)));
+        check(await players.cy.locator("#p-question").isHidden(), "an offline page got the question");
+        // Back online: socket.io reconnects, re-joins, and the ack + GET question redraw it.
+        const back = Date.now();
+        await players.cy.context().setOffline(false);
+        await waitQuestion(players.cy, qi);
+        summary.offline_recovery_ms = Date.now() - back;
+        step("Cy's network dropped and came back");
+      } else await host.locator("#h-advance").click();
       await Promise.all(all.map((p) => waitQuestion(p, qi)));
       await host.locator("#h-question [data-q-text]", { hasText: LIVE[qi].text }).waitFor();
 
@@ -201,7 +221,16 @@ async function main() {
 
       if (qi === 0) await shot(players.ada, "player-answered.png", "player.png");
       if (qi === 1) {
-        // Bo reloads after answering: same question, own answer and board redrawn.
+        // Bo reloads after answering, with an access token the servers refuse (as
+        // if it expired): the page renews it with the refresh token, reconnects,
+        // and redraws the same question, its own answer and the board.
+        const refused = await players.bo.evaluate(() => {
+          const auth = JSON.parse(localStorage.getItem("quizrt.player.auth"));
+          const old = auth.access_token;
+          auth.access_token = `${old.slice(0, -8)}AAAAAAAA`;
+          localStorage.setItem("quizrt.player.auth", JSON.stringify(auth));
+          return auth.access_token;
+        });
         const started = Date.now();
         await players.bo.reload();
         await waitQuestion(players.bo, qi);
@@ -209,7 +238,18 @@ async function main() {
         await waitBoards([[players.bo, "#p-game"]], expectedBoard());
         summary.reload_redraw_ms = Date.now() - started;
         check((await myScore(players.bo)) === scores.bo, "Bo's score changed across the reload");
+        const renewed = await players.bo.evaluate(() => JSON.parse(localStorage.getItem("quizrt.player.auth")).access_token);
+        check(renewed !== refused, "Bo's refused access token was not renewed");
         step("Bo reloaded and was redrawn");
+      }
+      if (qi === 2) {
+        // The host reloads: question, clock, players and board come back from the join ack.
+        await host.reload();
+        await host.locator("#h-question [data-q-text]", { hasText: LIVE[qi].text }).waitFor();
+        await host.locator("#h-advance", { hasText: "Next question" }).waitFor();
+        await waitBoards([[host, "#h-session"]], expectedBoard());
+        check((await host.locator("[data-h-players]").textContent()) === "3", "host lost the player count on reload");
+        step("host reloaded and was redrawn");
       }
       if (qi === 1) {
         // The host sees how question 1 was answered while question 2 runs.

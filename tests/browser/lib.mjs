@@ -52,7 +52,7 @@ export function check(cond, message) {
 export async function openPage(browser, name, device) {
   const context = await browser.newContext({ ...device, baseURL: BASE_URL, acceptDownloads: true });
   const page = await context.newPage();
-  page.setDefaultTimeout(Number(process.env.QUIZRT_STEP_TIMEOUT_MS || 15000));
+  page.setDefaultTimeout(Number(process.env.QUIZRT_STEP_TIMEOUT_MS || 20000));
   page.quizName = name;
   page.pageErrors = [];
   page.consoleErrors = [];

@@ -179,6 +179,7 @@ async function openSession(quiz, button) {
 
 function closeSession({ forget = true } = {}) {
   if (live) {
+    clearTimeout(live.boardTimer);
     live.room?.close();
     live.countdown.stop();
   }
@@ -225,6 +226,7 @@ async function enterSession(session) {
     question: mine((ev) => showQuestion(ev, serverOffset(ev.server_time_ms))),
     question_closed: mine(onQuestionClosed),
     session_state: mine((ev) => {
+      if (ev.players !== live.board.snapshot?.players) refreshBoardSoon();
       setPlayers(ev.players);
       if (typeof ev.question_index === "number" && ev.question_index >= 0) live.index = ev.question_index;
       setState(ev.state);
@@ -247,6 +249,28 @@ function onLeaderboard(snap) {
   if (!live.board.accept(snap)) return;
   drawBoard();
   setPlayers(snap.players);
+}
+
+/**
+ * Players arriving in the lobby change the count before any score moves: read
+ * the top 10 over HTTP so the host sees who is here. One host per session, at
+ * most one read a second, so this stays cheap however many join.
+ */
+function refreshBoardSoon() {
+  if (live.boardTimer) return;
+  const current = live;
+  const wait = Math.max(0, 1000 - (Date.now() - (live.boardReadAt || 0)));
+  live.boardTimer = setTimeout(async () => {
+    current.boardReadAt = Date.now();
+    try {
+      const snap = await api.get(`/api/leaderboard/sessions/${encodeURIComponent(current.session.id)}/top?limit=10`);
+      if (current === live) onLeaderboard(snap);
+    } catch {
+      // The next event or read fills it in.
+    } finally {
+      current.boardTimer = null;
+    }
+  }, wait);
 }
 
 function drawBoard() {

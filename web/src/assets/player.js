@@ -28,7 +28,7 @@ export function startPlayer({ code = "" } = {}) {
   const session = load(SESSION_KEY);
   if (!api.token) showName("", code);
   else if (session && (!code || session.code === code)) enterGame(session);
-  else if (code) join({ code }).catch(() => showJoin(code));
+  else if (code) join({ code }).catch((err) => showJoin(code, joinError(err)));
   else showJoin();
 }
 
@@ -45,7 +45,7 @@ function wireForms() {
       const pair = await busy(form, api.post("/api/iam/guests", { nickname }, { auth: false }));
       api.auth = pair;
       const code = form.dataset.code;
-      if (code) await join({ code }).catch(() => showJoin(code));
+      if (code) await join({ code }).catch((err) => showJoin(code, joinError(err)));
       else showJoin();
     } catch (err) {
       setError(form, describeError(err));

@@ -16,13 +16,17 @@ const EVENTS = ["leaderboard", "question", "question_closed", "session_state", "
 export function openRoom(api, sessionId, handlers) {
   // Long-polling requests must reach the same socket.io process: nginx hashes on ?sticky.
   const sticky = Math.random().toString(36).slice(2, 12);
+  let triedToken = null;
   const socket = io({
     path: "/socket.io",
     transports: ["websocket", "polling"],
     tryAllTransports: true,
     query: { sticky },
     // A function, so every reconnection sends the token that is current then.
-    auth: (cb) => cb({ token: api.token }),
+    auth: (cb) => {
+      triedToken = api.token;
+      cb({ token: triedToken });
+    },
     reconnectionDelay: 400,
     reconnectionDelayMax: 4000,
     timeout: 8000,
@@ -80,7 +84,8 @@ export function openRoom(api, sessionId, handlers) {
     refusals += 1;
     if (Date.now() - lastRefresh > 20000 || api.tokenTtl() < 30) {
       lastRefresh = Date.now();
-      await api.refresh(api.token);
+      // Skipped when another call already replaced the refused token.
+      await api.refresh(triedToken);
     }
     if (!api.token) {
       handlers.refused?.("signed out");
