@@ -13,6 +13,7 @@ from contracts import (
     AdvanceResult,
     AnswerIn,
     AnswerResult,
+    ErrorBody,
     JoinIn,
     JoinResult,
     QuestionOut,
@@ -31,6 +32,23 @@ from services.common.redis import get_redis
 from services.quiz import answers, content, results, sessions
 from services.quiz.background import relay
 from services.quiz.errors import DB_DOWN_ERRORS, QuizError
+
+
+def _errors(codes: dict[int, str]) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for error answers (all share ErrorBody); nginx adds 413 and 429."""
+    common = {
+        401: "Missing, invalid or expired access token",
+        422: "A field is invalid, missing or unknown; the detail names it",
+        503: "PostgreSQL unavailable; retry after Retry-After seconds",
+    }
+    return {
+        code: ResponseSpec(ErrorBody, description=text, generate_examples=False)
+        for code, text in {**common, **codes}.items()
+    }
+
+
+_NOT_HOST = "Not the quiz's (or session's) host"
+_NO_SESSION = "No such session"
 
 
 def _quiz_error(_: Request, exc: QuizError) -> Response:
@@ -65,13 +83,18 @@ class QuizController(Controller):
         "/quizzes",
         status_code=HTTP_201_CREATED,
         guards=[host_only],
+        responses=_errors({403: "Only hosts author quizzes"}),
         summary="Create a quiz (hosts); a public quiz gets a standing self-paced session",
     )
     async def create_quiz(self, data: QuizIn, caller: Caller) -> QuizCreated:
         async with db.connection() as conn:
             return await content.create_quiz(conn, caller.user_id, data)
 
-    @get("/quizzes", summary="Public quizzes with their open self-paced session (no answers)")
+    @get(
+        "/quizzes",
+        responses=_errors({}),
+        summary="Public quizzes with their open self-paced session (no answers)",
+    )
     async def list_quizzes(
         self,
         caller: Caller,
@@ -80,7 +103,11 @@ class QuizController(Controller):
         async with db.connection() as conn:
             return await content.list_public(conn, limit)
 
-    @get("/quizzes/{quiz_id:str}", summary="A quiz with its answer key (its host only)")
+    @get(
+        "/quizzes/{quiz_id:str}",
+        responses=_errors({403: _NOT_HOST, 404: "No such quiz"}),
+        summary="A quiz with its answer key (its host only)",
+    )
     async def quiz_detail(self, quiz_id: str, caller: Caller) -> QuizDetail:
         async with db.connection() as conn:
             return await content.quiz_detail(conn, caller.user_id, quiz_id)
@@ -90,6 +117,7 @@ class QuizController(Controller):
     @post(
         "/sessions",
         status_code=HTTP_201_CREATED,
+        responses=_errors({403: _NOT_HOST, 404: "No such quiz"}),
         summary="Open a session of one's quiz: live (lobby) or self-paced (running)",
     )
     async def create_session(self, data: SessionIn, caller: Caller) -> SessionCreated:
@@ -99,6 +127,13 @@ class QuizController(Controller):
     @post(
         "/sessions/join",
         status_code=HTTP_200_OK,
+        responses=_errors(
+            {
+                403: "The session's host cannot join as a player",
+                404: "No such session or join code",
+                409: "The session has ended",
+            }
+        ),
         summary="Join a session by code or id (joining twice is harmless)",
     )
     async def join(self, data: JoinIn, caller: Caller) -> JoinResult:
@@ -108,6 +143,9 @@ class QuizController(Controller):
     @post(
         "/sessions/{session_id:str}/advance",
         status_code=HTTP_200_OK,
+        responses=_errors(
+            {403: _NOT_HOST, 404: _NO_SESSION, 409: "Not a live session, or it has ended"}
+        ),
         summary="Live, the host: open the next question, or end after the last",
     )
     async def advance(self, session_id: str, caller: Caller) -> AdvanceResult:
@@ -116,6 +154,7 @@ class QuizController(Controller):
 
     @get(
         "/sessions/{session_id:str}/question",
+        responses=_errors({403: "Not joined", 404: _NO_SESSION, 409: "No question to answer now"}),
         summary="The question to answer now (live: the open one; self-paced: the next)",
     )
     async def question(self, session_id: str, caller: Caller) -> QuestionOut:
@@ -128,7 +167,15 @@ class QuizController(Controller):
         responses={
             200: ResponseSpec(
                 AnswerResult, description="Scored (or the first reply again for a repeat)"
-            )
+            ),
+            **_errors(
+                {
+                    403: "Not joined",
+                    404: _NO_SESSION,
+                    409: "Not running, not the open question, not handed out to you,"
+                    " or past the deadline",
+                }
+            ),
         },
         summary="Answer a question: scored once; a repeat returns the first reply",
     )
@@ -142,7 +189,10 @@ class QuizController(Controller):
 
     @get(
         "/sessions/{session_id:str}/results",
-        responses={200: ResponseSpec(SessionResults, description="JSON, or CSV with ?format=csv")},
+        responses={
+            200: ResponseSpec(SessionResults, description="JSON, or CSV with ?format=csv"),
+            **_errors({403: "Not the session's host", 404: _NO_SESSION}),
+        },
         summary="Final standings with every answer (the host), JSON or CSV",
     )
     async def session_results(
