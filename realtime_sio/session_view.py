@@ -1,8 +1,8 @@
 """What a socket needs to render a session at once: state, mode and the open question.
 
-Redis's session hash answers when it says there can be no open question (lobby,
-ended, self-paced); otherwise, or when Redis does not have the session, PostgreSQL
-answers (the question text lives there). The answer key is never read.
+Redis's session hash (written by the quiz service, with the open live question as
+the `question` event's JSON) answers; PostgreSQL answers when Redis does not have
+the session. The answer key is never read.
 """
 
 from __future__ import annotations
@@ -35,10 +35,22 @@ where s.id = $1
 
 async def session_view(redis: Redis, session_id: str) -> SessionView | None:
     """The session's state, mode and (live, running) open question; None if unknown."""
-    cached = await redis.hmget(session_key(session_id), ["state", "mode"])
-    state, mode = (_s(v) if v is not None else None for v in cached)
-    if state in ("lobby", "running", "ended") and mode and (mode != "live" or state != "running"):
-        return SessionView(state=state, mode=mode)  # type: ignore[arg-type]
+    cached = await redis.hmget(
+        session_key(session_id), ["state", "mode", "question", "deadline_ms"]
+    )
+    state, mode, question, deadline = (_s(v) if v is not None else None for v in cached)
+    now = now_ms()
+    if state in ("lobby", "running", "ended") and mode and question is not None:
+        view = SessionView(state=state, mode=mode)  # type: ignore[arg-type]
+        # The quiz service keeps the open live question (never its answer) in the hash.
+        if mode == "live" and state == "running" and question and int(deadline or 0) > now:
+            view.question = msgspec.json.decode(question, type=QuestionOpened)
+            view.question.server_time_ms = now
+        return view
+    return await _session_view_from_postgres(session_id, now)
+
+
+async def _session_view_from_postgres(session_id: str, now: int) -> SessionView | None:
     sid = parse_session_id(session_id)
     if sid is None:
         return None
@@ -47,7 +59,6 @@ async def session_view(redis: Redis, session_id: str) -> SessionView | None:
     if row is None:
         return None
     view = SessionView(state=row["state"], mode=row["mode"])
-    now = now_ms()
     if (
         row["mode"] == "live"
         and row["state"] == "running"
@@ -55,11 +66,8 @@ async def session_view(redis: Redis, session_id: str) -> SessionView | None:
         and row["deadline_ms"] is not None
         and row["deadline_ms"] > now
     ):
-        q = (
-            msgspec.json.decode(row["question"])
-            if isinstance(row["question"], str | bytes)
-            else row["question"]
-        )
+        raw = row["question"]
+        q = msgspec.json.decode(raw) if isinstance(raw, str | bytes) else raw
         view.question = QuestionOpened(
             session_id=session_id,
             question_id=str(q["id"]),

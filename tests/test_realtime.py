@@ -1,7 +1,10 @@
-"""The live leaderboard end to end: SCORE_CHANGE -> consumer group -> Redis manager ->
-two socket.io processes -> clients, through nginx and directly to each process.
+"""The live leaderboard end to end: answers through nginx -> quiz service -> outbox ->
+SCORE_CHANGE -> consumer group -> Redis manager -> two socket.io processes -> clients,
+through nginx (websocket and long-polling) and directly to each process.
 
-Real PostgreSQL, Redis, Kafka, nginx, IAM and two granian socket.io processes.
+Real PostgreSQL, Redis, Kafka, nginx, IAM, quiz service and two granian socket.io
+processes. Tests of the consumer alone (bursts) write answers the way the quiz
+service does (``Board``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import jwt
 import pytest
 import socketio
@@ -24,11 +28,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from services.common.kafka import EventProducer
-from services.common.ranking import read_snapshots
-from services.common.redis import get_redis
 from services.common.settings import get_settings
 from tests.conftest import ROOT, Api
-from tests.test_realtime_support import Board, Player, Session, sio_ports
+from tests.test_realtime_support import (
+    Board,
+    LiveGame,
+    Player,
+    Session,
+    latencies_ms,
+    sio_ports,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -36,15 +45,29 @@ TRANSPORTS = [["websocket"], ["polling"]]
 
 
 @pytest.fixture(scope="module")
-async def board() -> AsyncIterator[Board]:
-    conn = await asyncpg.create_pool(get_settings().database_url, min_size=1, max_size=8)
+async def pg() -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(get_settings().database_url, min_size=1, max_size=8)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def board(pg: asyncpg.Pool) -> AsyncIterator[Board]:
     producer = EventProducer()
     await producer.start()
     try:
-        yield Board(conn, producer)
+        yield Board(pg, producer)
     finally:
         await producer.stop()
-        await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def aio_http(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An async client of nginx, so answers and sockets share the event loop."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=20) as c:
+        yield c
 
 
 @pytest.fixture
@@ -142,29 +165,32 @@ def test_bad_tokens_are_refused_at_connect_over_long_polling(http, api, bad_toke
 
 
 @pytest.mark.parametrize("transports", TRANSPORTS, ids=["websocket", "polling"])
-async def test_join_ack_carries_state_and_current_snapshot(
-    api, board, base_url, transports, players
+async def test_join_ack_carries_state_question_and_current_snapshot(
+    api, pg, aio_http, base_url, transports, players
 ):
-    s = await new_session(api, board, 3)
-    await board.answer(s, s.user(1), 700)
-    await board.answer(s, s.user(2), 900)
-    want = (await read_snapshots(get_redis(), [s.id]))[s.id]
+    game = await asyncio.to_thread(LiveGame, api, 3)
+    qid = await asyncio.to_thread(game.advance)
+    await game.answer(aio_http, 1)
+    await game.answer(aio_http, 2, correct=False)
 
-    p = new_player(players, s.players[0]["access_token"], transports)
+    p = new_player(players, game.players[0]["access_token"], transports)
     await p.connect(base_url)
-    ack = await p.join(s.id)
+    ack = await p.join(game.id)
     assert ack["ok"] is True, ack
-    assert ack["state"] == "running" and ack["mode"] == "live" and ack["role"] == "player"
+    assert (ack["state"], ack["mode"], ack["role"]) == ("running", "live", "player")
     lb = ack["leaderboard"]
-    assert lb["session_id"] == s.id and lb["version"] == want.version and lb["players"] == 3
-    assert [(e["user_id"], e["score"]) for e in lb["entries"]] == await board.expected_top(s)
-    assert [e["nickname"] for e in lb["entries"]][:1] == [s.players[2]["user"]["nickname"]]
-    # The open live question is not part of this session (no question opened yet).
-    assert ack["question"] is None
+    assert lb["session_id"] == game.id and lb["players"] == 3
+    assert lb["version"] >= game.last_version
+    assert [(e["user_id"], e["score"]) for e in lb["entries"]] == await game.expected_top(pg)
+    assert lb["entries"][0]["nickname"] == game.players[1]["user"]["nickname"]
+    # The open live question, so a late joiner can answer at once; never its answer.
+    q = ack["question"]
+    assert q["question_id"] == qid and q["index"] == 0 and q["count"] == 3
+    assert q["deadline_ms"] > q["server_time_ms"] and "answer" not in q
 
-    host = new_player(players, s.host["access_token"], transports)
+    host = new_player(players, game.host["access_token"], transports)
     await host.connect(base_url, via_query=True)  # ?token= for clients without auth
-    ack = await host.join(s.id)
+    ack = await host.join(game.id)
     assert ack["ok"] is True and ack["role"] == "host", ack
 
 
@@ -202,49 +228,47 @@ async def test_excess_events_are_dropped(api, board, base_url, players):
 
 
 async def test_players_on_both_processes_receive_the_same_events_in_order(
-    api, board, base_url, stack_dir, players
+    api, pg, aio_http, base_url, stack_dir, players
 ):
-    s = await new_session(api, board, 6)
-    other = await new_session(api, board, 1)
+    game = await asyncio.to_thread(LiveGame, api, 6)
+    other = await asyncio.to_thread(LiveGame, api, 1, 1)
     ports = sio_ports(stack_dir)
     assert len(ports) >= 2
     # Players 0-1 straight to sio-1, 2-3 to sio-2; 4 by websocket and 5 by long-polling
-    # through nginx; one player of another session.
+    # through nginx; and a player of another session that also gets an answer.
+    conns = [new_player(players, game.players[i]["access_token"]) for i in range(5)]
+    conns.append(new_player(players, game.players[5]["access_token"], ["polling"]))
     urls = [f"http://127.0.0.1:{ports[0]}"] * 2 + [f"http://127.0.0.1:{ports[1]}"] * 2
-    conns = [new_player(players, s.players[i]["access_token"]) for i in range(4)]
-    conns.append(new_player(players, s.players[4]["access_token"], ["websocket"]))
-    conns.append(new_player(players, s.players[5]["access_token"], ["polling"]))
     urls += [base_url, f"{base_url}/?sticky={uuid.uuid4().hex}"]
     stranger = new_player(players, other.players[0]["access_token"])
     await asyncio.gather(
         *(p.connect(u) for p, u in zip(conns, urls, strict=True)), stranger.connect(base_url)
     )
-    acks = await asyncio.gather(*(p.join(s.id) for p in conns), stranger.join(other.id))
+    acks = await asyncio.gather(*(p.join(game.id) for p in conns), stranger.join(other.id))
     assert all(a["ok"] for a in acks), acks
 
-    sent: dict[int, float] = {}
-    last = 0
-    for i in range(30):
-        t0 = time.time()
-        last = await board.answer(s, s.user(i % 6), 100 + 37 * i)
-        sent[last] = t0
-        await asyncio.sleep(0.02)
-    finals = await asyncio.gather(*(p.wait_for_version(last) for p in conns))
+    await asyncio.to_thread(other.advance)
+    await other.answer(aio_http, 0)
+    for q in range(3):
+        await asyncio.to_thread(game.advance)
+        await asyncio.gather(
+            *(game.answer(aio_http, i, correct=(i + q) % 3 != 0) for i in range(6))
+        )
+    finals = await asyncio.gather(*(p.wait_for_version(game.last_version) for p in conns))
 
-    expected = await board.expected_top(s)
+    expected = await game.expected_top(pg)
     for final in finals:
         assert [(e["user_id"], e["score"]) for e in final["entries"]] == expected
         assert final["players"] == 6
-    seqs = [p.versions(s.id) for p in conns]
+    seqs = [p.versions(game.id) for p in conns]
     assert seqs[0] == sorted(set(seqs[0])), "versions strictly increase"
     assert all(seq == seqs[0] for seq in seqs), seqs
-    assert stranger.boards == []
-    latencies = [
-        (t - sent[d["version"]]) * 1000 for d, t in conns[0].boards if d["version"] in sent
-    ]
+    assert {d["session_id"] for d, _ in stranger.boards} <= {other.id}
+    assert all(d["session_id"] == game.id for p in conns for d, _ in p.boards)
+    lat = latencies_ms(game.replies, conns[0])
     print(
-        f"\nproduce->receive: {len(latencies)} events, median "
-        f"{statistics.median(latencies):.1f} ms, max {max(latencies):.1f} ms"
+        f"\nanswer reply -> leaderboard event: {len(lat)} answers, median "
+        f"{statistics.median(lat):.1f} ms, max {max(lat):.1f} ms"
     )
 
 
@@ -262,23 +286,25 @@ async def test_a_burst_is_coalesced_into_few_broadcasts(api, board, base_url, pl
 
 
 async def test_reconnecting_with_the_same_token_rejoins_without_a_new_player(
-    api, board, base_url, players
+    api, pg, aio_http, base_url, players
 ):
-    s = await new_session(api, board, 2)
-    token = s.players[0]["access_token"]
+    game = await asyncio.to_thread(LiveGame, api, 2)
+    token = game.players[0]["access_token"]
     first = new_player(players, token)
     await first.connect(base_url)
-    assert (await first.join(s.id))["leaderboard"]["players"] == 2
+    assert (await first.join(game.id))["leaderboard"]["players"] == 2
     await first.close()
-    version = await board.answer(s, s.user(1), 500)  # missed while away
+    await asyncio.to_thread(game.advance)
+    reply = await game.answer(aio_http, 1)  # missed while away
     again = new_player(players, token, ["polling"])
     await again.connect(base_url)
-    ack = await again.join(s.id)
+    ack = await again.join(game.id)
     assert ack["ok"] and ack["leaderboard"]["players"] == 2
-    assert ack["leaderboard"]["version"] >= version  # the ack covers the gap
-    assert ack["leaderboard"]["entries"][0]["score"] == 500
-    rows = await board.conn.fetchval(
-        "select count(*) from session_player where session_id = $1", uuid.UUID(s.id)
+    assert ack["leaderboard"]["version"] >= reply["version"]  # the ack covers the gap
+    assert ack["leaderboard"]["entries"][0]["score"] == reply["score"] > 0
+    assert ack["question"]["index"] == 0
+    rows = await pg.fetchval(
+        "select count(*) from session_player where session_id = $1", uuid.UUID(game.id)
     )
     assert rows == 2
 
@@ -297,29 +323,37 @@ def stack_cmd(stack_dir: Path, *args: str) -> None:
 
 
 async def test_consumer_killed_mid_stream_still_ends_on_the_right_board(
-    api, board, base_url, stack_dir, players
+    api, pg, aio_http, base_url, stack_dir, players
 ):
-    s = await new_session(api, board, 8)
+    game = await asyncio.to_thread(LiveGame, api, 8)
     ports = sio_ports(stack_dir)
-    watchers = [new_player(players, s.players[i]["access_token"]) for i in range(2)]
+    watchers = [new_player(players, game.players[i]["access_token"]) for i in range(2)]
     await asyncio.gather(
         *(w.connect(f"http://127.0.0.1:{port}") for w, port in zip(watchers, ports, strict=False))
     )
-    acks = await asyncio.gather(*(w.join(s.id) for w in watchers))
+    acks = await asyncio.gather(*(w.join(game.id) for w in watchers))
     assert all(a["ok"] for a in acks), acks
 
-    last = 0
-    for i in range(40):
-        last = await board.answer(s, s.user(i % 8), 50 + i)
-        if i == 15:
-            await asyncio.to_thread(stack_cmd, stack_dir, "kill", "consumer-1")
-        await asyncio.sleep(0.01)
-    t_restart = time.monotonic()
+    async def answer_all(correct_every: int) -> None:
+        for i in range(8):
+            await game.answer(aio_http, i, correct=i % correct_every != 0)
+            await asyncio.sleep(0.01)
+
+    await asyncio.to_thread(game.advance)
+    await answer_all(3)
+    await asyncio.to_thread(game.advance)
+    # SIGKILL while this question's answers flow; restart before the last question.
+    answering = asyncio.create_task(answer_all(2))
+    await asyncio.sleep(0.03)
+    await asyncio.to_thread(stack_cmd, stack_dir, "kill", "consumer-1")
+    await answering
     await asyncio.to_thread(stack_cmd, stack_dir, "restart", "consumer-1")
-    print(f"\nrestart cmd {time.monotonic() - t_restart:.1f}s")
-    finals = await asyncio.gather(*(w.wait_for_version(last, timeout=20) for w in watchers))
-    print(f"final after restart {time.monotonic() - t_restart:.1f}s")
-    expected = await board.expected_top(s)
+    await asyncio.to_thread(game.advance)
+    await answer_all(4)
+    finals = await asyncio.gather(
+        *(w.wait_for_version(game.last_version, timeout=45) for w in watchers)
+    )
+    expected = await game.expected_top(pg)
     for final in finals:
         assert [(e["user_id"], e["score"]) for e in final["entries"]] == expected
     for w in watchers:

@@ -1,6 +1,9 @@
 """Helpers of the leaderboard and socket.io tests (no tests in here).
 
-``Board`` makes sessions and answers; ``Player`` is a python-socketio client that
+``LiveGame`` plays a live session through nginx with the real quiz service;
+``Board`` writes sessions and answers the way the quiz service does (PostgreSQL
+row, ``ranking.write_score``, SCORE_CHANGE) for tests of the consumer alone
+(bursts, malformed records, rebuilds); ``Player`` is a python-socketio client that
 records every ``leaderboard`` event with the time it arrived.
 """
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import msgspec
 import socketio
 
@@ -23,6 +27,8 @@ from services.common.kafka import EventProducer
 from services.common.ranking import write_score
 from services.common.redis import get_redis
 from services.common.settings import get_settings
+from tests.conftest import Api
+from tests.test_quiz_support import Quiz, join
 
 QUESTIONS = [
     {
@@ -212,3 +218,75 @@ class Player:
             await self.client.eio.disconnect(abort=True)
         else:
             await self.client.disconnect()
+
+
+class LiveGame:
+    """A live session run through nginx by the real quiz service: a host's quiz,
+    guests joined with POST /sessions/join, answers with POST /answers."""
+
+    def __init__(self, api: Api, players: int, questions: int = 3):
+        self.quiz = Quiz(api, questions, limit_s=30)
+        self.id: str = self.quiz.open_session("live")["id"]
+        self.host = self.quiz.host
+        self.players = [api.guest() for _ in range(players)]
+        for p in self.players:
+            r = join(api.http, p, session_id=self.id)
+            assert r.status_code == 200, r.text
+        self.index = -1
+        # (version the answer wrote, time its reply arrived) of every accepted answer
+        self.replies: list[tuple[int, float]] = []
+
+    def user(self, i: int) -> str:
+        return self.players[i]["user"]["id"]
+
+    def advance(self) -> str:
+        """Open the next question (or end the session); returns the open question's id."""
+        result = self.quiz.advance(self.id)
+        self.index = result["question_index"]
+        return self.quiz.question_ids[self.index]
+
+    async def answer(self, http: httpx.AsyncClient, i: int, correct: bool = True) -> dict:
+        """Player ``i`` answers the open question through nginx."""
+        qid = self.quiz.question_ids[self.index]
+        right = self.quiz.answer_of(self.index)
+        choice = right if correct else (right + 1) % 3
+        r = await http.post(
+            f"/api/quiz/sessions/{self.id}/answers",
+            headers=Api.auth(self.players[i]),
+            json={"question_id": qid, "choice": choice},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        self.replies.append((body["version"], time.time()))
+        return body
+
+    @property
+    def last_version(self) -> int:
+        return max(v for v, _ in self.replies)
+
+    async def expected_top(self, db: asyncpg.Pool) -> list[tuple[str, int]]:
+        """(user id, score) of the top 10 as PostgreSQL has it, checked against the
+        answers: each player's score is the sum of their answers' points."""
+        rows = await db.fetch(
+            "select p.user_id, p.score, coalesce(sum(a.points), 0) as answered"
+            " from session_player p left join answer a"
+            "   on a.session_id = p.session_id and a.user_id = p.user_id"
+            " where p.session_id = $1 group by p.id"
+            " order by p.score desc, p.reached_ms asc, p.joined_ms asc",
+            uuid.UUID(self.id),
+        )
+        for r in rows:
+            assert r["score"] == r["answered"], dict(r)
+        return [(str(r["user_id"]), r["score"]) for r in rows[:10]]
+
+
+def latencies_ms(replies: list[tuple[int, float]], player: Player) -> list[float]:
+    """For each answer: from its reply to the first `leaderboard` event at its version or later."""
+    out = []
+    for version, t_reply in replies:
+        if version <= 0:
+            continue
+        got = [t for d, t in player.boards if d["version"] >= version]
+        if got:
+            out.append((min(got) - t_reply) * 1000)
+    return out
