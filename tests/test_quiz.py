@@ -10,8 +10,6 @@ import asyncio
 import csv
 import io
 import json
-import subprocess
-import sys
 import time
 import uuid
 
@@ -19,7 +17,7 @@ import httpx
 import pytest
 
 from services.quiz.scoring import score_answer
-from tests.conftest import ROOT, Api
+from tests.conftest import Api
 from tests.test_quiz_support import (
     Quiz,
     answer,
@@ -398,17 +396,12 @@ def test_wrong_session_and_not_joined(http: httpx.Client, api: Api) -> None:
     )
 
 
-def test_demo_loader_is_idempotent(http: httpx.Client) -> None:
+def test_demo_loader_is_idempotent(http: httpx.Client, capsys: pytest.CaptureFixture) -> None:
+    from services.quiz import demo
+
     def run() -> dict:
-        out = subprocess.run(
-            [sys.executable, "-m", "services.quiz.demo"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        demo.main()
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     first, again = run(), run()
     assert first == again  # same host, quiz and lobby session

@@ -17,11 +17,12 @@ stays open until the acknowledgement, and a row is marked sent exactly when Kafk
 has it. While Kafka is down the relay waits; answers are still accepted (their rows
 stay unsent), and when it has waited long the relay switches to catching up: it
 leaves the fast path and sweeps every unsent row in id order until none is left, so
-events come out in the order the answers were committed.
+the backlog comes out in id order (one player's answers are serialized by a row lock,
+so their ids, and their events, are in answer order), before new rows.
 
 At-least-once remains in two cases: a process dying between Kafka's acknowledgement
-and the COMMIT, and PostgreSQL failing that COMMIT. The consumer dedupes by
-``answer_id``.
+and the COMMIT, and PostgreSQL failing that COMMIT. ``answer_id`` identifies a
+repeat; the leaderboard consumer is unaffected by one (it republishes snapshots).
 """
 
 from __future__ import annotations
