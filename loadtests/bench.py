@@ -131,9 +131,11 @@ async def bench(args: argparse.Namespace) -> dict:
         "command": " ".join(["just", "bench-quick" if args.quick else "bench", *sys.argv[1:]]),
         "generator": {"workers": args.workers, "client": "loadtests.client (asyncio, uvloop)"},
     }
+    result["machine"]["loadavg_1m_at_start"] = round(os.getloadavg()[0], 1)
     say(
         f"machine: {result['machine']['nproc']} cores, {result['machine']['ram_gb']} GB,"
-        f" {result['machine']['cpu_model']}"
+        f" {result['machine']['cpu_model']};"
+        f" load average {result['machine']['loadavg_1m_at_start']}"
     )
     floors_dir = ROOT / ".run" / "bench-floors"
     floors: FloorServers | None = None
@@ -200,11 +202,13 @@ async def bench(args: argparse.Namespace) -> dict:
                     meter.start()
                 elif name == "played":
                     mem["cpu"] = meter.stop()
+                    mem["machine"] = meter.machine
                     mem["after_mb"] = rss_mb(sio_pids(pids))
 
             r = await run_scenario(bs.base_url, sc, pool, say, on_phase)
             sockets = r["players_connected"]
             r["cpu_pct_of_one_core"] = mem.pop("cpu", {})
+            r["machine_load"] = mem.pop("machine", {})
             r["sio_rss_mb"] = mem
             if sockets:
                 r["sio_rss_mb_per_1000_sockets"] = round(mem["connected_mb"] / sockets * 1000, 1)
@@ -238,6 +242,13 @@ def _nearest(floors: dict, size: int) -> str | None:
 def _say_scenario(r: dict) -> None:
     a2l = r["answer_to_leaderboard_ms"]
     rtt = r["answer_rtt_ms"]
+    load = r.get("machine_load", {})
+    if load.get("outside_pct_of_one_core", 0) > 25:
+        say(
+            f"  WARNING: other work used {load['outside_pct_of_one_core']}% of a core during"
+            f" {r['scenario']} (load average {load['loadavg_1m_at_start']}): figures are"
+            " contended"
+        )
     say(
         f"  {r['scenario']}: {r['answers_accepted']}/{r['answers_sent']} answers accepted,"
         f" {r['answers_per_s']}/s; round trip p50/p99 {rtt['p50']}/{rtt['p99']} ms;"

@@ -33,6 +33,7 @@ class Stats:
     question_lag_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     in_flight: int = 0
+    events: dict[str, int] = field(default_factory=dict)  # received, by event name
 
     def error(self, what: str) -> None:
         if len(self.errors) < 20:
@@ -89,6 +90,8 @@ class Player:
     # ---- events
 
     def _on_event(self, name: str, data: Any, t_mono: float, t_wall: float) -> None:
+        ev = self.stats.events
+        ev[name] = ev.get(name, 0) + 1
         if name == "leaderboard":
             self.tracker.on_leaderboard(data, t_mono, t_wall)
         elif name == "question":

@@ -51,6 +51,8 @@ class CpuMeter:
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._cpu0 = {n: self._cpu(n, pid) for n, pid in self.pids.items()}
+        self._sys0 = psutil.cpu_times()
+        self._load0 = os.getloadavg()[0]
 
     def stop(self) -> dict[str, float]:
         """Percent of one core per process over the interval (children included)."""
@@ -61,7 +63,23 @@ class CpuMeter:
             before = self._cpu0.get(n, {})
             used = sum(v - before.get(p, 0.0) for p, v in now.items())
             out[n] = round(100.0 * used / wall, 1) if wall > 0 else 0.0
+        self.machine = self._machine_load(wall, sum(out.values()))
         return out
+
+    def _machine_load(self, wall: float, ours_pct: float) -> dict:
+        """How busy the whole machine was, and how much of it was not ours."""
+        t = psutil.cpu_times()
+        idle = (t.idle + getattr(t, "iowait", 0)) - (
+            self._sys0.idle + getattr(self._sys0, "iowait", 0)
+        )
+        total = sum(t) - sum(self._sys0)
+        busy_cores = (total - idle) / wall if wall > 0 else 0.0
+        return {
+            "loadavg_1m_at_start": round(self._load0, 1),
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 1),
+            "busy_pct_of_one_core": round(100.0 * busy_cores, 1),
+            "outside_pct_of_one_core": round(max(0.0, 100.0 * busy_cores - ours_pct), 1),
+        }
 
 
 def rss_mb(pids: list[int]) -> float:

@@ -185,6 +185,23 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
             )
             + " |"
         )
+    lines += [
+        "",
+        "## Machine load during play",
+        "",
+        "Other work on the machine competes with the stack; figures taken while it used a"
+        " large share of the cores are contended and say so here.",
+        "",
+        "| scenario | load average (1 min) at start / end | machine busy, % of one core"
+        f" (all = {100 * (m.get('nproc') or 1)}) | used outside the stack and generator |",
+        "|---|---|---|---|",
+    ]
+    for name, r in result.get("scenarios", {}).items():
+        ld = r.get("machine_load", {})
+        lines.append(
+            f"| {name} | {_f(ld.get('loadavg_1m_at_start'))} / {_f(ld.get('loadavg_1m_at_end'))}"
+            f" | {_f(ld.get('busy_pct_of_one_core'))} | {_f(ld.get('outside_pct_of_one_core'))} |"
+        )
     lines += ["", "## Details", ""]
     for name, r in result.get("scenarios", {}).items():
         lines.append(
@@ -199,6 +216,7 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
                 if name == "spike"
                 else ""
             )
+            + f"; events received {r.get('events_received_by_name', {})}"
             + (f"; errors {r['errors'][:3]}" if r["errors"] else "")
             + (f"; disconnect reasons {r['disconnect_reasons']}" if r["disconnects"] else "")
         )
@@ -263,6 +281,9 @@ def summary_text(result: dict, der: dict[str, dict]) -> str:
         d = der[name]
         a2l = r["answer_to_leaderboard_ms"]
         failed = [k for k, v in d["checks"].items() if v is False]
+        outside = r.get("machine_load", {}).get("outside_pct_of_one_core", 0)
+        if outside > 25:
+            failed.append(f"(contended: other work used {outside:.0f}% of a core)")
         lines.append(
             f"{name:11} {_f(d['answers_per_s']):>7} answers/s"
             f"  rtt p99 {_f(r['answer_rtt_ms']['p99']):>6}"

@@ -195,7 +195,10 @@ def merge(
     delivered = sum(r["events_delivered"] for r in results)
     expected = sum(r["events_expected"] for r in results)
     reasons: dict[str, int] = {}
+    received: dict[str, int] = {}
     for r in results:
+        for k, v in r["events"].items():
+            received[k] = received.get(k, 0) + v
         for k, v in r["disconnect_reasons"].items():
             reasons[k] = reasons.get(k, 0) + v
     return {
@@ -223,6 +226,7 @@ def merge(
         else None,
         "fanout_spread_ms": summary(spreads),
         "question_fanout_lag_ms": summary(x for r in results for x in r["question_lag_ms"]),
+        "events_received_by_name": received,
         "disconnects": sum(r["disconnects"] for r in results),
         "disconnect_reasons": reasons,
         "missing_examples": [s for r in results for s in r["short"]][:5],

@@ -172,6 +172,7 @@ class Worker:
             disconnects=disconnects,
             disconnect_reasons=reasons,
             errors=st.errors,
+            events=st.events,
         )
 
     # ---- floors
