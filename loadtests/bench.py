@@ -31,6 +31,7 @@ from loadtests import scenarios
 from loadtests.floors.measure import FloorServers, http_floor, sio_floor
 from loadtests.pool import WorkerPool
 from loadtests.probe import CpuMeter, machine, rss_mb, stack_pids
+from loadtests.profiles import summarize
 from loadtests.report import write_reports
 from loadtests.runner import run_scenario
 
@@ -219,7 +220,8 @@ async def bench(args: argparse.Namespace) -> dict:
             result["scenarios"][sc.name] = r
             _say_scenario(r)
             if args.profile:
-                await _profile(bs, pool, sc, pids, args.out)
+                profiles = await _profile(bs, pool, sc, pids, args.out)
+                result.setdefault("profiles", {}).update(profiles)
         return result
     finally:
         if pool is not None:
@@ -260,7 +262,7 @@ def _say_scenario(r: dict) -> None:
 
 async def _profile(
     bs: BenchStack, pool: WorkerPool, sc: scenarios.Scenario, pids: dict[str, int], out: Path
-) -> None:
+) -> dict[str, dict]:
     """Run ``sc`` again with py-spy on the hot path's processes (after the measured run,
     so the sampling does not perturb the figures above)."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -302,6 +304,12 @@ async def _profile(
     for p in procs:
         await asyncio.to_thread(p.wait)
     say(f"  profiles in {out}/profile-{sc.name}-*.svg (and .txt, collapsed stacks)")
+    found = {}
+    for n in targets:
+        raw = out / f"profile-{sc.name}-{n}.txt"
+        if raw.exists() and raw.stat().st_size:
+            found[f"{sc.name} / {n}"] = summarize(raw)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

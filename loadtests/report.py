@@ -6,6 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
+from loadtests.profiles import markdown as profile_markdown
 from loadtests.stats import ratio
 
 TARGETS = {
@@ -220,6 +221,15 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
             + (f"; errors {r['errors'][:3]}" if r["errors"] else "")
             + (f"; disconnect reasons {r['disconnect_reasons']}" if r["disconnects"] else "")
         )
+    if result.get("profiles"):
+        lines += [
+            "",
+            "## Where the time goes (py-spy, a second play of the scenario)",
+            "",
+            "Share of samples per function: self = at the top of the stack;"
+            " inclusive = anywhere in the stack (project code only).",
+        ]
+        lines += profile_markdown(result["profiles"])
     lines += [
         "",
         "answer->leaderboard: from sending the answer to the first `leaderboard` event on the"
