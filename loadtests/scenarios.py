@@ -25,7 +25,7 @@ class Scenario:
     # Live: sessions open their questions this far apart (spreads the load over
     # the cycle); 0 opens all sessions' questions together (the spike).
     stagger: bool = True
-    description: str = ""
+    note: str = ""
 
     def with_size(
         self,
@@ -54,8 +54,28 @@ class Scenario:
         """Live: seconds between two questions of one session (the host advances then)."""
         return self.time_limit_s + 0.3
 
+    @property
+    def description(self) -> str:
+        """One line: who plays what, and when they answer."""
+        lo, hi = self.answer_after_s
+        where = (
+            f"{self.sessions} live session{'s' * (self.sessions > 1)}"
+            if self.mode == "live"
+            else f"{self.sessions} public self-paced quizzes"
+        )
+        when = (
+            f"answers {lo:g}-{hi:g} s after each question"
+            if self.mode == "live"
+            else f"thinks {lo:g}-{hi:g} s per question"
+        )
+        return (
+            f"{self.players:,} players in {where}, {self.questions} questions of"
+            f" {self.time_limit_s} s, each player {when}"
+            + ("" if self.stagger or self.mode != "live" else ", all sessions at once")
+        )
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "description": self.description}
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -69,7 +89,6 @@ SCENARIOS: dict[str, Scenario] = {
             questions=5,
             time_limit_s=10,
             answer_after_s=(0.5, 8.0),
-            description="30 players in one live session, answers spread over 8 s",
         ),
         Scenario(
             "stadium",
@@ -79,7 +98,6 @@ SCENARIOS: dict[str, Scenario] = {
             questions=5,
             time_limit_s=10,
             answer_after_s=(0.3, 9.0),
-            description="1,000 players in one live session (~110 answers/s)",
         ),
         Scenario(
             "many-rooms",
@@ -89,7 +107,6 @@ SCENARIOS: dict[str, Scenario] = {
             questions=5,
             time_limit_s=10,
             answer_after_s=(0.3, 9.3),
-            description="2,000 players in 20 live sessions, ~200 answers/s in all",
         ),
         Scenario(
             "self-paced",
@@ -99,7 +116,6 @@ SCENARIOS: dict[str, Scenario] = {
             questions=5,
             time_limit_s=20,
             answer_after_s=(2.0, 8.0),
-            description="players spread over 100 public quizzes, each at its own pace",
         ),
         Scenario(
             "spike",
@@ -110,16 +126,14 @@ SCENARIOS: dict[str, Scenario] = {
             time_limit_s=10,
             answer_after_s=(0.0, 1.0),
             stagger=False,
-            description="2,000 players in 20 sessions, all answer within 1 s of the"
-            " question opening",
         ),
     ]
 }
 
 QUICK: dict[str, Scenario] = {
-    "classroom": SCENARIOS["classroom"].with_size(questions=3, time_limit_s=6),
+    "classroom": SCENARIOS["classroom"].with_size(questions=2, time_limit_s=5),
     "many-rooms": SCENARIOS["many-rooms"].with_size(
-        players=400, sessions=4, questions=3, time_limit_s=6
+        players=400, sessions=4, questions=3, time_limit_s=5
     ),
 }
 

@@ -55,7 +55,8 @@ class Worker:
         seed: int = 0,
         concurrency: int = 48,
     ) -> None:
-        sc = Scenario(**{**scenario, "answer_after_s": tuple(scenario["answer_after_s"])})
+        fields = {k: v for k, v in scenario.items() if k in Scenario.__dataclass_fields__}
+        sc = Scenario(**{**fields, "answer_after_s": tuple(fields["answer_after_s"])})
         for p in self.players:  # a previous scenario's players
             p.close()
         self.stats, self.failed, self.v0 = Stats(), [], {}
