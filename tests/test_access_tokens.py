@@ -123,7 +123,7 @@ async def test_hostile_tokens_are_refused_by_every_service(
 
 @pytest.mark.parametrize(
     "header",
-    ["", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Token abc", "bearer not-a-token"],
+    ["", "Bearer", "Basic dXNlcjpwYXNz", "Token abc", "bearer not-a-token"],
 )
 async def test_missing_or_malformed_authorization_is_401_json(game: Game, header: str) -> None:
     headers = {"Authorization": header} if header else {}

@@ -43,5 +43,14 @@ def _explain(r: Result) -> str:
 async def test_fault_scenario_loses_nothing(ctx: Ctx, scenario: str) -> None:
     result = await ALL[scenario](ctx)
     _results.append(result)
+    v = result.verdict
+    print(
+        f"\n{result.name} ({result.seconds:.1f}s): sent {v.sent}, accepted {v.accepted},"
+        f" stored {v.stored}, counted {v.counted}, lb events {v.leaderboard_events},"
+        f" reconnects {v.reconnects}, retried {v.retried} (5xx {v.server_errors}),"
+        f" lag p50 {v.p50_lag_s} max {v.max_lag_s}, correct after redis {v.redis_correct_s}"
+        f" clients {v.events_correct_s};"
+        f" {'; '.join(result.notes)}"
+    )
     assert result.verdict.ok, _explain(result)
     assert result.verdict.accepted > 0, "no answer was accepted at all"

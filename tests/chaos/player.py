@@ -79,6 +79,7 @@ class SimPlayer:
         self.stats = PlayerStats()
         # question_id -> the first 200 reply body (what the client saw accepted)
         self.accepted: dict[str, dict] = {}
+        self.accepted_at: dict[str, float] = {}  # question_id -> when the 200 arrived
         self.refused: dict[str, int] = {}  # question_id -> final status (409, 403, ...)
         self.undecided: set[str] = set()  # gave up without a definitive reply
         self.reply_mismatches: list[str] = []  # a repeat whose reply differs from the first
@@ -156,7 +157,9 @@ class SimPlayer:
             first = ok[0]
             if any(body != first for body in ok[1:]) or other:
                 self.reply_mismatches.append(f"{question_id}: replies {ok} statuses {other}")
-            self.accepted.setdefault(question_id, first)
+            if question_id not in self.accepted:
+                self.accepted[question_id] = first
+                self.accepted_at[question_id] = time.monotonic()
             return first
         if other:
             self.refused[question_id] = other[0]

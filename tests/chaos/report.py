@@ -29,15 +29,20 @@ def render(results: list[Result], *, full: bool) -> str:
         " leaderboard HTTP API, and the newest `leaderboard` snapshot every client received.",
         "",
         "Columns: *sent* = answer POSTs including deliberate duplicates (retries after"
-        " errors not included: see *retried*); *accepted* = distinct answers that got a 200;"
-        " *stored* = rows in `answer`; *counted* = accepted answers of players whose Redis"
-        " score equals the sum of their accepted points; *lb events* = `leaderboard` events"
-        " received by all clients; *correct after* = seconds from the later of (fault healed,"
-        " last answer accepted) until Redis / the last client showed the right board.",
+        " errors not included); *accepted* = distinct answers that got a 200; *stored* ="
+        " rows in `answer`; *counted* = accepted answers of players whose Redis score equals"
+        " the sum of their accepted points; *lb events* = `leaderboard` events received by"
+        " all clients (all events in brackets); *5xx (retried)* = 5xx replies the clients"
+        " saw and retried (all retries in brackets, 429 and transport errors included);"
+        " *lag* = per accepted answer, from its 200 reply until its client held a"
+        " leaderboard snapshot of that answer's version or newer (p50 / max): the answers"
+        " accepted during the fault show how long the leaderboard lagged; *correct after* ="
+        " seconds from the later of (fault healed, last answer accepted) until every client"
+        " held the exact final board.",
         "",
         "| scenario | fault | sent | accepted | stored | counted | points accepted / on board"
-        " | lb events (all events) | reconnects | retried (5xx) | Redis correct after"
-        " | clients correct after | result |",
+        " | lb events (all) | reconnects | 5xx (retried) | answer→leaderboard lag p50 / max"
+        " | correct after | result |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in results:
@@ -45,13 +50,17 @@ def render(results: list[Result], *, full: bool) -> str:
         lines.append(
             f"| {r.name} | {r.fault} | {v.sent} | {v.accepted} | {v.stored} | {v.counted}"
             f" | {v.accepted_points} / {v.board_points} | {v.leaderboard_events} ({v.events})"
-            f" | {v.reconnects} | {v.retried} ({v.server_errors}) | {_s(v.redis_correct_s)}"
-            f" | {_s(v.events_correct_s)} | {'nothing lost' if v.ok else '**FAILED**'} |"
+            f" | {v.reconnects} | {v.server_errors} ({v.retried})"
+            f" | {_s(v.p50_lag_s)} / {_s(v.max_lag_s)} | {_s(v.events_correct_s)}"
+            f" | {'nothing lost' if v.ok else '**FAILED**'} |"
         )
     lines += ["", "## Notes per scenario", ""]
     for r in results:
         v = r.verdict
-        lines.append(f"- **{r.name}** ({r.seconds:.0f} s): " + "; ".join(r.notes))
+        lines.append(
+            f"- **{r.name}** ({r.seconds:.0f} s): " + "; ".join(r.notes) + "; Redis board"
+            f" correct {_s(v.redis_correct_s)} after the fault ended or the last answer"
+        )
         if v.refused or v.undecided:
             lines.append(
                 f"  - {v.refused} answers refused (409: deadline), {v.undecided} undecided"

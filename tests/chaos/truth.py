@@ -64,15 +64,16 @@ async def read_redis_board(redis_url: str, session_id: str) -> tuple[dict[str, i
     return {e.user_id: e.score for e in snap.entries}, snap.players
 
 
-async def read_http_board(game: Game, limit: int = 100) -> tuple[dict[str, int], int] | None:
-    """(user_id -> score, players) from the leaderboard HTTP API, read as the host."""
+async def read_http_board(game: Game, limit: int = 100) -> tuple[dict[str, int], int] | str:
+    """(user_id -> score, players) from the leaderboard HTTP API, read as the host;
+    the status and body when it did not answer 200."""
     r = await game.http.get(
         f"/api/leaderboard/sessions/{game.session_id}/top",
         params={"limit": limit},
         headers=game.host_headers,
     )
     if r.status_code != 200:
-        return None
+        return f"{r.status_code} {r.text[:200]}"
     body = r.json()
     return {e["user_id"]: int(e["score"]) for e in body["entries"]}, int(body["players"])
 
@@ -121,6 +122,9 @@ class Verdict:
     undecided: int = 0
     redis_correct_s: float | None = None
     events_correct_s: float | None = None
+    max_lag_s: float | None = None  # slowest accepted answer -> a snapshot reflecting it
+    p50_lag_s: float | None = None
+    unreflected: int = 0  # accepted answers no snapshot at that client ever reflected
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -188,6 +192,25 @@ def _clients_correct_at(game: Game, expected: dict[str, int]) -> float | None:
     return latest
 
 
+def answer_lags(game: Game) -> tuple[list[float], int]:
+    """Per accepted answer that changed the board (reply ``version`` > 0): seconds from
+    its 200 reply until its player's client got a snapshot of that version or newer.
+    Returns (lags, how many were never reflected)."""
+    lags, never = [], 0
+    for p in game.players:
+        for qid, reply in p.accepted.items():
+            v = int(reply.get("version") or 0)
+            if v <= 0:
+                continue
+            later = [s.t for s in p.snapshots if s.version >= v]
+            if not later:
+                never += 1
+                continue
+            # The event may beat the HTTP reply: that is no lag at all.
+            lags.append(max(0.0, min(later) - p.accepted_at[qid]))
+    return lags, never
+
+
 async def compare(game: Game, database_url: str, redis_url: str) -> Verdict:
     """The three-way comparison; fills the numbers and the list of problems."""
     v = Verdict()
@@ -205,6 +228,15 @@ async def compare(game: Game, database_url: str, redis_url: str) -> Verdict:
         v.refused += len(p.refused)
         v.undecided += len(p.undecided)
     v.problems += _client_problems(game)
+    lags, v.unreflected = answer_lags(game)
+    if lags:
+        lags.sort()
+        v.max_lag_s, v.p50_lag_s = lags[-1], lags[len(lags) // 2]
+    if v.unreflected:
+        v.problems.append(
+            f"{v.unreflected} accepted answers were never reflected by a snapshot of their"
+            " version or newer (did versions go backwards?)"
+        )
 
     stored = await read_postgres(database_url, game.session_id)
     v.stored = stored.rows
@@ -238,8 +270,8 @@ async def compare(game: Game, database_url: str, redis_url: str) -> Verdict:
             if redis_board[0].get(p.user_id) == expected[p.user_id]
         )
     http_board = await read_http_board(game)
-    if http_board is None:
-        v.problems.append("leaderboard API: no 200 answer")
+    if isinstance(http_board, str):
+        v.problems.append(f"leaderboard API: {http_board}")
     else:
         v.problems += board_problems("leaderboard API", *http_board, expected)
     for p in game.players:
