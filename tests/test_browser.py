@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("QUIZRT_CHROMIUM", "/usr/bin/chromium")
 SCENARIO = ROOT / "tests" / "browser" / "game.mjs"
-SCENARIO_TIMEOUT_S = 240
+SCENARIO_TIMEOUT_S = 300
 
 
 def _apt_install(*packages: str) -> str:

@@ -20,11 +20,14 @@ import {
   waitBoards,
 } from "./lib.mjs";
 
+// The host advances as soon as everyone answered, so long limits cost nothing
+// and keep a slow (shared, loaded) machine from running out of time; only the
+// last question is left to run out.
 const LIVE = [
-  { text: "2 + 2 = ?", choices: ["3", "4", "5", "22"], answer: 1, time: 20 },
-  { text: "The largest planet of the Solar System?", choices: ["Mars", "Jupiter", "Venus"], answer: 1, time: 20 },
-  { text: "A clear daytime sky is blue.", choices: ["True", "False"], answer: 0, time: 20 },
-  { text: "HTTP status for Not Found?", choices: ["200", "301", "404", "500"], answer: 2, time: 7 },
+  { text: "2 + 2 = ?", choices: ["3", "4", "5", "22"], answer: 1, time: 60 },
+  { text: "The largest planet of the Solar System?", choices: ["Mars", "Jupiter", "Venus"], answer: 1, time: 60 },
+  { text: "A clear daytime sky is blue.", choices: ["True", "False"], answer: 0, time: 60 },
+  { text: "HTTP status for Not Found?", choices: ["200", "301", "404", "500"], answer: 2, time: 8 },
 ];
 
 // What each player picks per question (null: no answer, let the clock run out).
@@ -35,12 +38,12 @@ const PLANS = {
 };
 
 const SOLO = {
-  title: unique("Solo capitals "),
+  title: unique("World capitals "),
   public: true,
   questions: [
-    { text: "Capital of France?", choices: ["Lyon", "Paris", "Nice"], answer: 1, time_limit_s: 15 },
-    { text: "Capital of Japan?", choices: ["Osaka", "Kyoto", "Tokyo", "Sapporo"], answer: 2, time_limit_s: 15 },
-    { text: "Capital of Canada?", choices: ["Ottawa", "Toronto"], answer: 0, time_limit_s: 15 },
+    { text: "Capital of France?", choices: ["Lyon", "Paris", "Nice"], answer: 1, time_limit_s: 30 },
+    { text: "Capital of Japan?", choices: ["Osaka", "Kyoto", "Tokyo", "Sapporo"], answer: 2, time_limit_s: 30 },
+    { text: "Capital of Canada?", choices: ["Ottawa", "Toronto"], answer: 0, time_limit_s: 30 },
   ],
 };
 
@@ -127,7 +130,7 @@ async function main() {
     pages.push(host);
     await signUpHost(host);
     step("host signed up");
-    const liveTitle = unique("Browser quiz ");
+    const liveTitle = "General knowledge";
     await writeQuizInForm(host, liveTitle);
     step("live quiz written in the form");
     await pasteQuizJson(host, SOLO);
@@ -141,7 +144,8 @@ async function main() {
     step("live session open, host in the room");
 
     // ------------------------------------------------------------------ players join
-    const names = { ada: unique("Ada"), bo: unique("Bo"), cy: unique("Cy") };
+    // Nicknames need not be unique (every guest is a user of their own).
+    const names = { ada: "Ada", bo: "Bo", cy: "Cy" };
     const players = {};
     for (const key of Object.keys(names)) {
       players[key] = await openPage(browser, key, PHONE);
@@ -299,7 +303,7 @@ async function main() {
     const solo = await openPage(browser, "solo", PHONE);
     pages.push(solo);
     await solo.goto("/");
-    await nickname(solo, unique("Solo"));
+    await nickname(solo, "Sam");
     const play = solo.getByRole("button", { name: `Play ${SOLO.title}` });
     for (let tries = 0; !(await play.isVisible()); tries++) {
       // The quiz list is cached by nginx for a moment.
@@ -318,7 +322,8 @@ async function main() {
     await solo.locator("#p-done", { hasText: "You finished" }).waitFor();
     check((await myRank(solo)) === 1, "the only self-paced player is not ranked #1");
     summary.solo_score = await myScore(solo);
-    check(summary.solo_score >= 3000, `self-paced score ${summary.solo_score} for three right answers`);
+    // Each right answer earns at least half its 1000 points, plus streak bonuses 100 + 200.
+    check(summary.solo_score >= 1800, `self-paced score ${summary.solo_score} for three right answers`);
     await shot(solo, "solo-finished.png");
     step("self-paced quiz played from the list");
 

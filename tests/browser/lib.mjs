@@ -52,7 +52,9 @@ export function check(cond, message) {
 export async function openPage(browser, name, device) {
   const context = await browser.newContext({ ...device, baseURL: BASE_URL, acceptDownloads: true });
   const page = await context.newPage();
-  page.setDefaultTimeout(Number(process.env.QUIZRT_STEP_TIMEOUT_MS || 20000));
+  // Generous: several test stacks may share two cores; a healthy run waits far less.
+  page.setDefaultTimeout(Number(process.env.QUIZRT_STEP_TIMEOUT_MS || 30000));
+  page.setDefaultNavigationTimeout(60000);
   page.quizName = name;
   page.pageErrors = [];
   page.consoleErrors = [];
@@ -69,7 +71,7 @@ export async function shot(page, file, docsName = null) {
   await page.screenshot({ path: join(SHOTS, file), fullPage: false, animations: "disabled", caret: "hide" });
   if (DOCS_SHOTS && docsName) {
     mkdirSync(DOCS_SHOTS, { recursive: true });
-    await page.screenshot({ path: join(DOCS_SHOTS, docsName), fullPage: false, animations: "disabled", caret: "hide" });
+    await page.screenshot({ path: join(DOCS_SHOTS, docsName), fullPage: true, animations: "disabled", caret: "hide" });
   }
 }
 

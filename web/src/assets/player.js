@@ -239,6 +239,13 @@ function onLeaderboard(snap) {
 
 function onSessionState(ev) {
   setPlayers(ev.players);
+  if (isLive() && ev.state === "running" && ev.question_index > (game.question?.index ?? -1)) {
+    // The `question` event travels with this one; only if it went missing, ask once.
+    const current = game;
+    setTimeout(() => {
+      if (current === game && ev.question_index > (game.question?.index ?? -1)) syncLiveQuestion();
+    }, 1500);
+  }
   if (ev.state === "ended" && game.session.state !== "ended") {
     setState("ended");
     showEnded();

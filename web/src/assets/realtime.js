@@ -28,7 +28,7 @@ export function openRoom(api, sessionId, handlers) {
       cb({ token: triedToken });
     },
     reconnectionDelay: 400,
-    reconnectionDelayMax: 4000,
+    reconnectionDelayMax: 3000,
     timeout: 8000,
   });
   let closed = false;
@@ -94,7 +94,13 @@ export function openRoom(api, sessionId, handlers) {
     setTimeout(() => !closed && socket.connect(), Math.min(400 * 2 ** refusals, 8000));
   }
 
-  const online = () => !closed && !socket.connected && socket.connect();
+  // Back online: try now rather than when the reconnection backoff says so
+  // (connect() alone does nothing while a reconnection is scheduled).
+  const online = () => {
+    if (closed || socket.connected) return;
+    socket.disconnect();
+    socket.connect();
+  };
   window.addEventListener("online", online);
   setNetStatus("connecting");
 
