@@ -59,10 +59,13 @@ def openapi(service: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- events
 
-# (channel id, address, kind, description, [(message name, Struct, direction)])
+# A message: (name, Struct, direction); a channel: (id, address, description, messages).
 # Kafka payloads carry ``schema_version``; socket.io payloads are what
 # ``contracts.events.to_payload`` produces.
-_KAFKA = [
+Message = tuple[str, type[msgspec.Struct], str]
+Channel = tuple[str, str, str, list[Message]]
+
+_KAFKA: list[Channel] = [
     (
         "scoreChange",
         "SCORE_CHANGE",
@@ -81,9 +84,11 @@ _KAFKA = [
 ]
 
 
-def _socket_channels() -> list[tuple[str, str, str, list[tuple[str, type, str]]]]:
-    to_room = [(name, struct, "server -> room") for name, struct in ev.SOCKET_EVENTS.items()]
-    from_client = [
+def _socket_channels() -> list[Channel]:
+    to_room: list[Message] = [
+        (name, struct, "server -> room") for name, struct in ev.SOCKET_EVENTS.items()
+    ]
+    from_client: list[Message] = [
         ("join", ev.JoinRoom, "client -> server"),
         ("join ack", ev.JoinAck, "server -> client (ack of join)"),
         ("join error ack", ev.ErrorAck, "server -> client (ack of join or leave)"),
@@ -109,7 +114,9 @@ def _socket_channels() -> list[tuple[str, str, str, list[tuple[str, type, str]]]
 
 def events() -> dict[str, Any]:
     """AsyncAPI 3.0 style description of the Kafka topics and socket.io events."""
-    channels_spec = [(cid, addr, "kafka", desc, msgs) for cid, addr, desc, msgs in _KAFKA]
+    channels_spec: list[tuple[str, str, str, str, list[Message]]] = [
+        (cid, addr, "kafka", desc, msgs) for cid, addr, desc, msgs in _KAFKA
+    ]
     channels_spec += [
         (cid, addr, "socket.io", desc, msgs) for cid, addr, desc, msgs in _socket_channels()
     ]

@@ -221,8 +221,9 @@ class IamService:
                 .where(IamUser.username == username)
                 .first()
             )
-        stored = row["password_hash"] if row else None
-        if not await verify_password(stored, password) or row is None:
+        stored: str | None = row["password_hash"] if row else None
+        matches = await verify_password(stored, password)  # also when unknown: same cost
+        if row is None or stored is None or not matches:
             raise InvalidCredentials()
         if _hasher.check_needs_rehash(stored):  # parameters were raised since it was stored
             new_hash = await hash_password(password)
