@@ -1,9 +1,11 @@
 """Where the time goes: summaries of py-spy's collapsed stacks (``--format raw``).
 
 Each line of a raw profile is ``frame;frame;...;leaf COUNT`` (outermost first),
-a frame being ``function (file:line)``. The summary gives, per process, the
-functions with the most samples at the top of the stack (self) and the
-project's own functions with the most samples anywhere below them (inclusive).
+a frame being ``function (file:line)``; with ``--subprocesses`` the stack starts
+with ``process PID:"cmdline"`` entries. The summary gives, for the server
+process, the functions with the most samples at the top of the stack (self)
+and the project's own functions with the most samples anywhere in the stack
+(inclusive).
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 PROJECT = ("services/", "realtime_sio/", "contracts/", "loadtests/")
+# Leaf frames that mean "waiting for work": uvloop's loop runs in C below these.
+LOOP_LEAVES = (
+    "Runner.run (",
+    "run_until_complete (",
+    "run_forever (",
+    "select (",
+    "_run_once (",
+    "uvloop.run (",
+)
 
 
 def _short(frame: str) -> str:
@@ -29,29 +40,39 @@ def _short(frame: str) -> str:
 
 
 def summarize(raw: Path, top: int = 12) -> dict:
-    """Total samples, top self frames and top inclusive project frames (shares in %)."""
-    selfs: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    idle = total = 0
+    """Samples of the innermost process (a granian worker, not its supervisor), the
+    share spent waiting in the event loop, and the top self and inclusive project
+    frames as % of the busy samples."""
+    parsed: list[tuple[int, list[str], int]] = []
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        n = int(count)
-        frames = [_short(f) for f in stack.split(";") if f.strip()]
-        if not frames:
-            continue
+        parts = stack.split(";")
+        depth = sum(1 for f in parts if f.startswith("process ") and ':"' in f)
+        frames = [
+            _short(f) for f in parts if f.strip() and not (f.startswith("process ") and ':"' in f)
+        ]
+        parsed.append((depth, frames, int(count)))
+    deepest = max((d for d, _, _ in parsed), default=0)
+    selfs: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    idle = total = 0
+    for depth, frames, n in parsed:
+        if depth != deepest:
+            continue  # the supervisor process (granian's parent): not the server
         total += n
-        leaf = frames[-1]
-        if any(w in leaf for w in ("select (", "epoll", "_run_once", "poll (")):
-            idle += n
-        selfs[leaf] += n
+        if not frames or any(w in frames[-1] for w in LOOP_LEAVES):
+            idle += n  # in the event loop's C code (uvloop) or native threads
+            continue
+        selfs[frames[-1]] += n
         for f in set(frames):
-            if any(p in f for p in PROJECT):
+            if any(p in f for p in PROJECT) and not f.startswith("<module>"):
                 incl[f] += n
+    busy = total - idle
 
     def pct(c: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)] if total else []
+        return [(k, round(100.0 * v / busy, 1)) for k, v in c.most_common(top)] if busy else []
 
     return {
         "samples": total,
