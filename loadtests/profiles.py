@@ -24,6 +24,9 @@ LOOP_LEAVES = (
     "select (",
     "_run_once (",
     "uvloop.run (",
+    # granian's worker thread sits in the Rust server below these.
+    "_spawn_asgi_lifespan_worker (",
+    "_spawn_asgi_worker (",
 )
 
 
