@@ -952,7 +952,7 @@ def cmd_status(stack: Stack) -> int:
 
 
 def cmd_test(pytest_args: list[str]) -> int:
-    run_dir = ROOT / ".run" / f"test-{os.getpid()}"
+    run_dir = ROOT / ".run" / f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     lay = Layout.test(run_dir)
     stack = Stack(lay)
     say(f"test stack in {run_dir} (nginx on {lay.http_port})")
