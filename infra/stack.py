@@ -956,6 +956,7 @@ def cmd_test(pytest_args: list[str]) -> int:
     lay = Layout.test(run_dir)
     stack = Stack(lay)
     say(f"test stack in {run_dir} (nginx on {lay.http_port})")
+    prune_test_runs()
     rc = 1
     try:
         if (ROOT / "web" / "build.sh").exists():
@@ -971,10 +972,29 @@ def cmd_test(pytest_args: list[str]) -> int:
         # in stack.json are newer than the ones this process remembers.
         cmd_down(Stack.load(run_dir) or stack)
         if rc == 0 and not os.environ.get("QUIZ_KEEP_TEST_RUN"):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_run_dir(run_dir)
         else:
             say(f"logs kept in {run_dir}/logs")
     return rc
+
+
+def remove_run_dir(run_dir: Path) -> None:
+    pg = run_dir / "pg"
+    if pg.is_symlink():  # data kept outside the checkout (see pg_data_dir)
+        shutil.rmtree(pg.resolve(), ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def prune_test_runs(keep: int = 3) -> None:
+    """Delete the folders of finished test runs, keeping the newest few for their logs."""
+    dead = []
+    for d in (ROOT / ".run").glob("test-*"):
+        stack = Stack.load(d)
+        if stack is None or not any(pid_alive(p["pid"]) for p in stack.procs.values()):
+            dead.append(d)
+    dead.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in dead[keep:]:
+        remove_run_dir(d)
 
 
 def main(argv: list[str] | None = None) -> int:
