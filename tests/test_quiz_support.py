@@ -103,7 +103,9 @@ async def score_changes(
     Reads until ``expected`` events arrived, then ``settle_s`` longer (so extra
     duplicates would show), or until ``timeout_s``.
     """
-    consumer = make_consumer(get_settings().topic_score_change, group=f"test-{uuid.uuid4().hex}")
+    # No consumer group: nothing to coordinate (a group's join can take seconds, longer
+    # right after a broker restart); every partition is read from the start.
+    consumer = make_consumer(get_settings().topic_score_change, group=None)
     await consumer.start()
     found: list[ScoreChange] = []
     try:
