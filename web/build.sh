@@ -52,6 +52,11 @@ if [ -f dist/.version ] && [ "$(cat dist/.version)" = "$version" ] && [ -f dist/
     exit 0
 fi
 
+# ---- a syntax error in one module would blank the whole page: refuse it here
+for f in src/assets/*.js; do
+    node --check "$f" || { echo "web/build.sh: syntax error in $f" >&2; exit 1; }
+done
+
 # ---- build into a fresh folder, then swap it in
 tmp="dist.tmp.$$"
 rm -rf "$tmp"

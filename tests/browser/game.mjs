@@ -128,7 +128,7 @@ async function main() {
     // ------------------------------------------------------------------ host writes a quiz
     const host = await openPage(browser, "host", DESKTOP);
     pages.push(host);
-    await signUpHost(host);
+    const hostUser = await signUpHost(host);
     step("host signed up");
     const liveTitle = "General knowledge";
     await writeQuizInForm(host, liveTitle);
@@ -151,9 +151,13 @@ async function main() {
       players[key] = await openPage(browser, key, PHONE);
       pages.push(players[key]);
     }
+    step("three player pages open");
     // Ada follows the join link; Bo and Cy type the code.
     await players.ada.goto(`/join/${code}`);
+    step("first player page loaded");
     await nickname(players.ada, names.ada);
+    await players.ada.locator("#p-game").waitFor();
+    step("first player joined the session");
     await players.ada.locator("#p-lobby").waitFor();
     step("first player in the lobby");
     await Promise.all(
@@ -298,6 +302,21 @@ async function main() {
     check(lines[1].includes(names.ada), `first CSV row is not the winner: ${lines[1]}`);
     summary.csv_header = lines[0];
     step("results CSV downloaded");
+
+    // The same host signs in elsewhere (a projector) from a session link: the
+    // ended session is redrawn from the room's join ack.
+    const opened = await host.evaluate(() => JSON.parse(localStorage.getItem("quizrt.host.session")));
+    const projector = await openPage(browser, "projector", DESKTOP);
+    pages.push(projector);
+    await projector.goto(`/host?session=${opened.id}&code=${opened.code}&quiz=${opened.quiz_id}`);
+    await projector.fill("#h-in-user", hostUser);
+    await projector.fill("#h-in-pass", "correct horse 9");
+    await projector.click("#h-signin button[type=submit]");
+    await projector.locator("#h-podium").waitFor();
+    await projector.locator("#h-s-title", { hasText: liveTitle }).waitFor();
+    await waitBoards([[projector, "#h-session"]], expectedBoard());
+    await projector.context().close();
+    step("host signed in elsewhere from the session link");
 
     // ------------------------------------------------------------------ self-paced from the list
     const solo = await openPage(browser, "solo", PHONE);

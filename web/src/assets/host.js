@@ -24,6 +24,7 @@ export function startHost() {
     showAuth("Your sign-in expired. Sign in again.");
   };
   wire();
+  adoptSessionLink();
   const session = load(SESSION_KEY);
   if (!api.token) showAuth();
   else if (session) enterSession(session);
@@ -93,11 +94,26 @@ function wire() {
   });
 }
 
+/**
+ * `/host?session=ID&code=CODE[&quiz=QUIZ_ID]` runs a session opened elsewhere
+ * (e.g. the demo session `./dev up` prints) once its host signs in.
+ */
+function adoptSessionLink() {
+  const params = new URLSearchParams(location.search);
+  const id = params.get("session");
+  const code = params.get("code");
+  if (!id || !code) return;
+  save(SESSION_KEY, { id, code, quiz_id: params.get("quiz") || "", mode: "live", state: "lobby", title: "", question_count: 0 });
+  history.replaceState(null, "", "/host");
+}
+
 async function signIn(body) {
   const pair = await api.post("/api/iam/token", body, { auth: false });
   if (pair.user?.role !== "host") throw new Error("This account cannot host quizzes.");
   api.auth = pair;
-  showDash();
+  const session = load(SESSION_KEY);
+  if (session) enterSession(session);
+  else showDash();
 }
 
 function showAuth(message = "") {
@@ -214,6 +230,7 @@ async function enterSession(session) {
 
   if (api.tokenTtl() < 30) await api.refresh();
   const current = live;
+  if (!session.title && session.quiz_id) describeQuiz(current);
   const mine = (fn) => (ev) => current === live && fn(ev);
   live.room = openRoom(api, session.id, {
     joined: mine(onJoined),
@@ -237,6 +254,20 @@ async function enterSession(session) {
       setState("ended");
     }),
   });
+}
+
+/** Title and question count of a session adopted from a link (its host may read the quiz). */
+async function describeQuiz(current) {
+  try {
+    const quiz = await api.get(`/api/quiz/quizzes/${encodeURIComponent(current.session.quiz_id)}`);
+    if (current !== live) return;
+    Object.assign(live.session, { title: quiz.title, question_count: quiz.questions.length });
+    save(SESSION_KEY, live.session);
+    $("#h-s-title").textContent = quiz.title;
+    $("#h-advance").textContent = advanceLabel();
+  } catch {
+    // Not this host's quiz: the room refuses the join and says so.
+  }
 }
 
 function onJoined(ack) {
