@@ -12,6 +12,7 @@ import {
   PHONE,
   ScenarioError,
   check,
+  checkLabels,
   launch,
   openPage,
   readBoard,
@@ -53,6 +54,8 @@ const step = (name) => summary.steps.push([name, Date.now() - t0]);
 
 async function signUpHost(host) {
   await host.goto("/host");
+  await host.locator("#h-auth").waitFor();
+  await checkLabels(host);
   const username = unique("host_");
   await host.fill("#h-up-user", username);
   await host.fill("#h-up-nick", "Quiz Master");
@@ -129,10 +132,12 @@ async function main() {
     const host = await openPage(browser, "host", DESKTOP);
     pages.push(host);
     const hostUser = await signUpHost(host);
+    await checkLabels(host);
     step("host signed up");
     const liveTitle = "General knowledge";
     await writeQuizInForm(host, liveTitle);
     step("live quiz written in the form");
+    await checkLabels(host);
     await pasteQuizJson(host, SOLO);
     step("public quiz pasted as JSON");
 
@@ -171,6 +176,7 @@ async function main() {
       }),
     );
     for (const p of Object.values(players)) await p.locator("#p-lobby").waitFor();
+    await checkLabels(players.bo);
     await host.waitForFunction(() => document.querySelector("[data-h-players]").textContent === "3");
     // The host sees who arrived: everyone is on the board with 0 points.
     await waitBoards([[host, "#h-session"]], Object.values(names).map((n) => `${n}:0`));
@@ -330,12 +336,16 @@ async function main() {
       await solo.waitForTimeout(300);
       await solo.click("#p-public-refresh");
     }
+    await checkLabels(solo);
     await play.click();
     for (let qi = 0; qi < SOLO.questions.length; qi++) {
       await waitQuestion(solo, qi);
       const text = await answer(solo, SOLO.questions[qi].answer, { keyboard: qi % 2 === 1 });
       check(text.startsWith("Correct!"), `self-paced question ${qi + 1}: ${text}`);
-      if (qi === 0) await shot(solo, "solo-answered.png");
+      if (qi === 0) {
+        await checkLabels(solo);
+        await shot(solo, "solo-answered.png");
+      }
       await solo.keyboard.press("Enter"); // the focused "Next question" button
     }
     await solo.locator("#p-done", { hasText: "You finished" }).waitFor();

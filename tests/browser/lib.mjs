@@ -112,3 +112,21 @@ export async function waitBoards(pages, expected, timeoutMs = 10000) {
 }
 
 export const unique = (prefix) => `${prefix}${Math.random().toString(36).slice(2, 7)}`;
+
+/** Fail when a visible form field has no label or a visible button has no name. */
+export async function checkLabels(page) {
+  const missing = await page.evaluate(() => {
+    const visible = (el) => el.offsetParent !== null || el.getClientRects().length > 0;
+    const named = (el) =>
+      (el.labels && el.labels.length > 0) || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby");
+    const bad = [];
+    for (const el of document.querySelectorAll("input, textarea, select")) {
+      if (el.type !== "hidden" && visible(el) && !named(el)) bad.push(el.outerHTML.slice(0, 120));
+    }
+    for (const el of document.querySelectorAll("button")) {
+      if (visible(el) && !el.textContent.trim() && !el.getAttribute("aria-label")) bad.push(el.outerHTML.slice(0, 120));
+    }
+    return bad;
+  });
+  check(!missing.length, `${page.quizName}: unlabelled controls:\n${missing.join("\n")}`);
+}
