@@ -79,6 +79,7 @@ class World:
         self.v0: dict[str, int] = {}
         self.next_session = itertools.count()
         self.done = Event()
+        self.finished = 0  # self-paced players with no question left
 
 
 WORLD = World()
@@ -183,7 +184,9 @@ class HostDriver(HttpUser):
                 [gevent.spawn(self._play_session, sid, i) for i, sid in enumerate(WORLD.sessions)]
             )
         else:
-            gevent.sleep(sc.questions * (sc.answer_after_s[1] + 1) + 5)
+            deadline = time.monotonic() + sc.questions * (sc.answer_after_s[1] + 5) + 30
+            while WORLD.finished < WORLD.joined and time.monotonic() < deadline:
+                gevent.sleep(0.5)
         gevent.sleep(3)  # let the last snapshots arrive
         WORLD.done.set()
         # Stop the whole run from outside this user's greenlet (quit stops every user).
@@ -229,6 +232,7 @@ class Player(SocketIOUser):
         self.auth = {"Authorization": f"Bearer {tok['access_token']}"}
         self.tracker = LeaderboardTracker(tok["user"]["id"])
         self._timed = 0
+        self.finished = False
         self.answered: set[str] = set()
         _call(
             self.http,
@@ -298,18 +302,28 @@ class Player(SocketIOUser):
     @task
     def self_paced(self) -> None:
         """Self-paced: next question, think, answer; live players just wait for events."""
-        if self.sc.mode != "self_paced" or WORLD.done.is_set():
+        if self.sc.mode != "self_paced" or WORLD.done.is_set() or self.finished:
             gevent.sleep(1)
             return
-        r = self.http.get(
+        with self.http.get(
             f"/api/quiz/sessions/{self.session_id}/question",
             headers=self.auth,
             name="/api/quiz/sessions/[id]/question",
-        )
-        if r.status_code != 200:
-            gevent.sleep(5)
-            return
+            catch_response=True,
+        ) as r:
+            if r.status_code == 409:  # no question left: this player is done
+                r.success()
+                self.finished = True
+                WORLD.finished += 1
+                return
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {r.text[:120]}")
+                gevent.sleep(1)
+                return
+            r.success()
         q = r.json()
+        if q.get("answered"):
+            return
         gevent.sleep(random.uniform(*self.sc.answer_after_s))
         self.answer(q["question_id"], q["index"])
 
