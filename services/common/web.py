@@ -65,6 +65,7 @@ def create_app(
     route_handlers: Sequence[Any],
     *,
     health: dict[str, HealthCheck],
+    degraded_ok: frozenset[str] = frozenset(),
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     version: str = "1.0.0",
@@ -73,17 +74,19 @@ def create_app(
     """A Litestar app mounted at ``/api/<service>`` with health and OpenAPI.
 
     ``health`` maps dependency names to async checks; ``GET /api/<service>/health``
-    answers 200 with each one's state, or 503 when one is down.
+    answers 200 with each one's state, or 503 when one it needs is down. Names in
+    ``degraded_ok`` are reported but do not make it 503 (the service works without
+    them, e.g. the quiz service keeps accepting answers while Kafka is down).
     """
     setup_logging()
 
     @get("/health", sync_to_thread=False, opt={"public": True}, include_in_schema=False)
     async def health_check() -> Response:
         states = {name: await check() for name, check in health.items()}
-        ok = all(states.values())
+        ok = all(up for name, up in states.items() if name not in degraded_ok)
         body = {
             "service": service,
-            "status": "ok" if ok else "degraded",
+            "status": "ok" if all(states.values()) else "degraded" if ok else "down",
             "dependencies": {k: "up" if v else "down" for k, v in states.items()},
         }
         return Response(body, status_code=200 if ok else 503)

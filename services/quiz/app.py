@@ -10,6 +10,8 @@ app = create_app(
     [QuizController],
     # Kafka is reported, but answers never wait for it (the outbox relay catches up).
     health={"postgres": db.ping, "redis": redis.ping, "kafka": background.relay.healthy},
+    # Answers are accepted while Redis or Kafka is down (outbox, PostgreSQL ranks).
+    degraded_ok=frozenset({"redis", "kafka"}),
     on_startup=[db.open_pool, background.start],
     on_shutdown=[background.stop, db.close_pool, redis.close_redis],
     description="Quizzes, live and self-paced sessions, answers scored on the server,"
