@@ -3,7 +3,7 @@
 HTTP floor: ``bare_http`` on granian with ``infra.stack.granian``'s settings (the
 same function starts the real services), as many processes as the quiz service
 has, behind an nginx rendered from the stack's own template (same location
-block, same rate-limit zone, same keepalive pools). Load: closed loop, the same
+block, same rate-limit zone with a rate that never binds, same keepalive pools). Load: closed loop, the same
 worker processes and client code as the scenarios.
 
 socket.io floor: ``bare_sio`` on granian with the websocket settings of the
@@ -16,6 +16,7 @@ nginx. Measured: emit -> receipt at each client (one machine, one clock).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +29,10 @@ from loadtests.pool import WorkerPool
 from loadtests.stats import summary
 
 ANSWER_PATH = "/api/quiz/sessions/floor/answers"
+FLOOR_RATES = {
+    "QUIZ_RATE_ANSWERS": "100000r/s:100000",
+    "QUIZ_RATE_API": "100000r/s:100000",
+}
 
 
 class FloorServers:
@@ -66,7 +71,18 @@ class FloorServers:
             self.stack.spawn(
                 f"bare-sio-{i}", granian("loadtests.floors.bare_sio:app", p, websockets=True)
             )
-        conf = render_nginx(lay)
+        # The floor measures the servers, not the limits: its zones never bind,
+        # whatever limits the stack under test runs with.
+        saved = {k: os.environ.get(k) for k in FLOOR_RATES}
+        os.environ.update(FLOOR_RATES)
+        try:
+            conf = render_nginx(lay)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         self.stack.spawn(
             "nginx",
             [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
