@@ -3,8 +3,9 @@
 HTTP floor: ``bare_http`` on granian with ``infra.stack.granian``'s settings (the
 same function starts the real services), as many processes as the quiz service
 has, behind an nginx rendered from the stack's own template (same location
-block, same rate-limit zone with a rate that never binds, same keepalive pools). Load: closed loop, the same
-worker processes and client code as the scenarios.
+block, same rate-limit zone with a rate that never binds, same keepalive
+pools). Load: closed loop, the same worker processes and client code as the
+scenarios.
 
 socket.io floor: ``bare_sio`` on granian with the websocket settings of the
 stack, as many processes as the socket.io tier has, rooms shared through
