@@ -219,7 +219,7 @@ async def bench(args: argparse.Namespace) -> dict:
             r["floor_room_size"] = _nearest(sio_floors, _room_size(sc))
             result["scenarios"][sc.name] = r
             _say_scenario(r)
-            if args.profile:
+            if args.profile and (args.profile == "all" or sc.name in args.profile.split(",")):
                 profiles = await _profile(bs, pool, sc, pids, args.out)
                 result.setdefault("profiles", {}).update(profiles)
         return result
@@ -328,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="generator processes")
     ap.add_argument(
         "--profile",
-        action="store_true",
-        help="re-run each scenario under py-spy; profiles under --out",
+        nargs="?",
+        const="all",
+        metavar="SCENARIOS",
+        help="re-run each scenario (or these, comma-separated) under py-spy; profiles under --out",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "reports")
     args = ap.parse_args(argv)
