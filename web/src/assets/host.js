@@ -228,8 +228,9 @@ async function enterSession(session) {
   setPlayers(0);
   setState(session.state || "lobby");
 
-  if (api.tokenTtl() < 30) await api.refresh();
   const current = live;
+  if (api.tokenTtl() < 30) await api.refresh();
+  if (current !== live) return; // left while the token was renewed
   if (!session.title && session.quiz_id) describeQuiz(current);
   const mine = (fn) => (ev) => current === live && fn(ev);
   live.room = openRoom(api, session.id, {

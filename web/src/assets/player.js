@@ -182,12 +182,14 @@ async function enterGame(session) {
   showView("p-game");
   $("#p-title").textContent = session.title || "Quiz";
   for (const id of ["p-lobby", "p-question", "p-done", "p-next"]) $(`#${id}`).hidden = true;
+  $(".board-card", root).hidden = false;
   setFeedback("", []);
   renderBoard($("[data-board]", root), game.board, api.user?.id, $("[data-board-players]", root));
   renderMe();
 
-  if (api.tokenTtl() < 30) await api.refresh();
   const current = game;
+  if (api.tokenTtl() < 30) await api.refresh();
+  if (current !== game) return; // left while the token was renewed
   current.room = openRoom(api, session.session_id, {
     joined: (ack) => current === game && onJoined(ack),
     refused: (error) => current === game && onRefused(error),
@@ -262,12 +264,17 @@ function onSessionEnded(ev) {
 function setPlayers(n) {
   if (typeof n !== "number") return;
   $("[data-players]", game.root).textContent = `${plural(n, "player")} here.`;
+  // Joins change the count before any leaderboard event says so.
+  if (n > (game.board.snapshot?.players ?? 0)) $("[data-board-players]", game.root).textContent = `(${plural(n, "player")})`;
+  if (game.me?.players != null && n > game.me.players) updateMe({ players: n });
 }
 
 function showLobby() {
   game.countdown.stop();
   $("#p-question").hidden = true;
   $("#p-lobby").hidden = false;
+  // Joins do not move the board (only answers do), so it would list a stale few.
+  $(".board-card", game.root).hidden = true;
 }
 
 /** Live: ask for the open question (with `answered`) after a (re)join. */
@@ -318,6 +325,7 @@ function showQuestion(q, offset) {
   $("#p-lobby").hidden = true;
   $("#p-done").hidden = true;
   $("#p-next").hidden = true;
+  $(".board-card", game.root).hidden = false;
   const panel = $("#p-question");
   panel.hidden = false;
   if (!same) {
@@ -461,6 +469,7 @@ function showNextButton(label = "Next question") {
 }
 
 function showFinished() {
+  $(".board-card", game.root).hidden = false;
   game.finished = true;
   game.countdown.stop();
   $("#p-question").hidden = true;
@@ -475,6 +484,7 @@ function showFinished() {
 }
 
 function showEnded() {
+  $(".board-card", game.root).hidden = false;
   game.finished = true;
   game.countdown.stop();
   $("#p-question").hidden = true;
