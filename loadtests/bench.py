@@ -129,7 +129,13 @@ async def bench(args: argparse.Namespace) -> dict:
     result: dict = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
-        "command": " ".join(["just", "bench-quick" if args.quick else "bench", *sys.argv[1:]]),
+        "command": " ".join(
+            [
+                "just",
+                "bench-quick" if args.quick else "bench",
+                *(a for a in sys.argv[1:] if a != "--quick"),
+            ]
+        ),
         "generator": {"workers": args.workers, "client": "loadtests.client (asyncio, uvloop)"},
     }
     result["machine"]["loadavg_1m_at_start"] = round(os.getloadavg()[0], 1)
