@@ -916,10 +916,13 @@ def summary(stack: Stack, info: dict) -> None:
         " run with infra/compose.yaml",
     ]
     if info.get("code"):
-        lines.append(
-            f'  demo quiz         "{info.get("title")}": join code {info["code"]}'
-            f" (host: {info.get('host_username')} / {info.get('host_password')})"
-        )
+        lines += [
+            f'  demo quiz         "{info.get("title")}": join code {info["code"]}',
+            f"  play it           {base}/join/{info['code']}",
+            f"  host it           {base}/host?session={info.get('session_id')}"
+            f"&code={info['code']}&quiz={info.get('quiz_id')}"
+            f"  (sign in: {info.get('host_username')} / {info.get('host_password')})",
+        ]
     lines.append("  stop              ./dev down")
     print("\n".join(lines), flush=True)
 
