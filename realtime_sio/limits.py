@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 class ConnectionCap:
@@ -28,13 +29,14 @@ class ConnectionCap:
 class EventRateLimit:
     """A token bucket per socket: ``rate`` events per second, bursts up to ``rate``."""
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic):
         self.rate = float(max(rate, 1))
+        self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # sid -> (tokens, last time)
 
     def allow(self, sid: str) -> bool:
         """True when the socket may send one more event now (and takes a token)."""
-        now = time.monotonic()
+        now = self.clock()
         tokens, last = self._buckets.get(sid, (self.rate, now))
         tokens = min(self.rate, tokens + (now - last) * self.rate)
         if tokens < 1.0:
