@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,8 @@ import pytest
 import pytest_asyncio
 import socketio
 
-from infra.stack import ROOT, free_port, granian, http_ok, pid_alive
+from infra.stack import RATE_LIMITS, ROOT, free_port, granian, http_ok, pid_alive
+from tests.chaos import rawhttp
 from tests.chaos.game import Game, Plan
 
 pytestmark = pytest.mark.stack
@@ -39,105 +41,174 @@ async def answered(base_url: str) -> AsyncIterator[tuple[Game, str]]:
     await g.close()
 
 
-async def _hammer(
-    c: httpx.AsyncClient,
-    method: str,
-    path: str,
-    body: dict,
-    headers: dict,
-    seconds: float,
-    workers: int,
-) -> tuple[Counter, list[float], int]:
-    """``workers`` loops sending the same request for ``seconds``: statuses, latencies, errors."""
+# "Quickly": far below nginx's 15 s upstream timeout, with room for a busy 2-core box.
+FAST = 3.0
+
+
+def _p(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
+
+
+def _limit(name: str) -> tuple[float, int]:
+    """(rate per second, burst) nginx was rendered with for zone ``name``."""
+    rate, burst = RATE_LIMITS[name]
+    env = os.environ.get(f"QUIZ_RATE_{name}", "")
+    if env:
+        rate, _, b = env.partition(":")
+        burst = int(b or burst)
+    return float(rate.removesuffix("r/s")), int(burst)
+
+
+async def _burst(
+    c: httpx.AsyncClient, n: int, concurrency: int, send
+) -> tuple[Counter, dict[int, list[float]], int, float]:
+    """``n`` requests, ``concurrency`` at a time: statuses, latencies by status,
+    transport errors (timeouts included), seconds."""
     statuses: Counter = Counter()
-    latencies: list[float] = []
+    latencies: dict[int, list[float]] = {}
     errors = 0
-    stop_at = time.monotonic() + seconds
+    todo = iter(range(n))
+    t0 = time.monotonic()
 
     async def worker() -> None:
         nonlocal errors
-        while time.monotonic() < stop_at:
-            t0 = time.monotonic()
+        for _ in todo:
+            s = time.monotonic()
             try:
-                r = await c.request(method, path, json=body, headers=headers)
+                r = await send(c)
             except httpx.TransportError:
                 errors += 1
                 continue
-            latencies.append(time.monotonic() - t0)
+            latencies.setdefault(r.status_code, []).append(time.monotonic() - s)
             statuses[r.status_code] += 1
             if r.status_code == 429:
                 assert r.headers.get("retry-after"), "429 without Retry-After"
                 assert r.json()["status_code"] == 429
 
-    await asyncio.gather(*[worker() for _ in range(workers)])
-    return statuses, latencies, errors
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    return statuses, latencies, errors, time.monotonic() - t0
 
 
-def _p(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-async def test_retry_storm_on_answers_gets_fast_429s_and_recovers(
+async def test_answer_burst_beyond_the_limit_gets_fast_429s_and_recovers(
     answered: tuple[Game, str], base_url: str
 ) -> None:
-    """One address repeating an answer as fast as it can: nginx's per-address limit
-    answers 429 at once; nothing times out; the same call works again right after."""
+    """One address sends answers far beyond nginx's per-address limit, all at once: the
+    excess is refused at once with 429 (JSON, Retry-After), nothing times out or
+    fails, and the address is served again by itself shortly after."""
     g, qid = answered
     p = g.players[0]
+    rate, burst = _limit("ANSWERS")
+    n = burst + 400
     path = f"/api/quiz/sessions/{g.session_id}/answers"
-    body = {"question_id": qid, "choice": 0}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base_url, timeout=5, limits=limits) as c:
-        t0 = time.monotonic()
-        statuses, lat, errors = await _hammer(c, "POST", path, body, p.headers, 4.0, 64)
-        elapsed = time.monotonic() - t0
-        rate = sum(statuses.values()) / elapsed
-        print(
-            f"\nretry storm: {dict(statuses)} in {elapsed:.1f}s ({rate:.0f}/s), "
-            f"p50 {_p(lat, 0.5) * 1000:.0f} ms, p99 {_p(lat, 0.99) * 1000:.0f} ms, "
-            f"max {max(lat) * 1000:.0f} ms, transport errors {errors}"
-        )
-        assert errors == 0, f"{errors} requests failed at the transport level"
-        assert set(statuses) <= {200, 429}, statuses
-        assert max(lat) < 2.0, f"slowest reply {max(lat):.2f}s: overload must not mean waiting"
-        if rate > 300 * 1.3 + 600 / elapsed:  # beyond the answers limit (300 r/s, burst 600)
-            assert statuses[429] > 0, f"{rate:.0f} r/s from one address and no 429"
-        # Recovery by itself: the first reply after the storm that is not a 429.
-        t1 = time.monotonic()
-        while True:
-            r = await c.post(path, json=body, headers=p.headers)
-            if r.status_code != 429:
-                break
-            assert time.monotonic() - t1 < 5, "still limited 5 s after the load stopped"
-            await asyncio.sleep(0.05)
-        assert r.status_code == 200, r.text
-        assert r.json() == p.accepted[qid], "the repeat after the storm changed the reply"
-    await asyncio.sleep(2)  # let the bucket refill for the tests that follow
+    # Invalid choice: the service refuses it (422) without touching the database, so
+    # the limit is what is measured, not the machine's database speed.
+    raw = rawhttp.encode_request(
+        "POST", base_url + path, {"question_id": qid, "choice": 99}, p.headers
+    )
+    t0 = time.monotonic()
+    replies = await rawhttp.burst(base_url, raw, n)
+    took = time.monotonic() - t0
+    statuses = Counter(r.status for r in replies)
+    lat = {s: [r.seconds for r in replies if r.status == s] for s in statuses}
+    print(
+        f"\nanswer burst of {n}: {dict(statuses)} in {took:.1f}s; 429 p50"
+        f" {_p(lat.get(429, []), 0.5) * 1000:.0f} ms p99 {_p(lat.get(429, []), 0.99) * 1000:.0f}"
+        f" ms; 422 p50 {_p(lat.get(422, []), 0.5) * 1000:.0f} ms p99"
+        f" {_p(lat.get(422, []), 0.99) * 1000:.0f} ms"
+    )
+    assert 0 not in statuses, f"{statuses[0]} requests failed or timed out"
+    assert set(statuses) <= {422, 429}, statuses
+    assert statuses[429] >= n - (burst + rate * took) * 1.1 - 20, (statuses, f"{took:.1f}s")
+    for r in replies:
+        if r.status == 429:
+            assert r.headers.get("retry-after") and json.loads(r.body)["status_code"] == 429
+    assert _p(lat[429], 0.99) < FAST, "429s must come back at once"
+    # Recovery by itself: a valid repeat is served again within a second or two.
+    t1 = time.monotonic()
+    while True:
+        r = await g.http.post(path, json={"question_id": qid, "choice": 0}, headers=p.headers)
+        if r.status_code != 429:
+            break
+        assert time.monotonic() - t1 < 5, "still limited 5 s after the load stopped"
+        await asyncio.sleep(0.05)
+    assert r.status_code == 200, r.text
+    assert r.json() == p.accepted[qid], "the repeat after the burst changed the reply"
+    await asyncio.sleep(burst / rate)  # let the bucket refill for the tests that follow
 
 
 async def test_login_burst_is_refused_fast_and_recovers(base_url: str) -> None:
-    """The login limit (5 r/s, burst 20 per address) turns a burst of 80 into fast 429s."""
+    """The login limit turns a burst into fast 429s; the password checks that were let
+    through are the only slow replies."""
+    rate, burst = _limit("LOGIN")
     body = {"username": "nobody-here", "password": "wrong password"}
-    async with httpx.AsyncClient(base_url=base_url, timeout=5) as c:
-        t0 = time.monotonic()
-
-        async def one() -> tuple[int, float]:
-            s = time.monotonic()
-            r = await c.post("/api/iam/token", json=body)
-            return r.status_code, time.monotonic() - s
-
-        results = await asyncio.gather(*[one() for _ in range(80)])
-        statuses = Counter(s for s, _ in results)
-        slowest = max(t for _, t in results)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as c:
+        statuses, lat, errors, took = await _burst(
+            c, 4 * burst, 4 * burst, lambda c: c.post("/api/iam/token", json=body)
+        )
+        print(
+            f"\nlogin burst: {dict(statuses)} in {took:.1f}s; 429 p99"
+            f" {_p(lat.get(429, []), 0.99) * 1000:.0f} ms"
+        )
+        assert errors == 0
         assert set(statuses) <= {401, 429}, statuses
-        assert statuses[429] >= 80 - 20 - 5 * (time.monotonic() - t0) - 2, statuses
-        assert slowest < 3.0, f"slowest reply {slowest:.2f}s"
+        assert statuses[429] >= 4 * burst - burst - rate * took - 2, statuses
+        assert statuses[429] and _p(lat[429], 0.99) < FAST, "429s must come back at once"
         t1 = time.monotonic()
         while (await c.post("/api/iam/token", json=body)).status_code == 429:
             assert time.monotonic() - t1 < 5, "login still limited 5 s after the burst"
             await asyncio.sleep(0.1)
-    await asyncio.sleep(4)  # the burst allowance refills (20 / 5 r/s) for later tests
+    await asyncio.sleep(burst / rate)  # the burst allowance refills for later tests
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: services/quiz/answers.py _READ locks the player row (FOR UPDATE) before it"
+    " looks for a stored reply, so concurrent repeats of one answer queue on that lock while"
+    " holding pooled connections (db_pool_max=10 per process), and other players wait too",
+)
+async def test_one_players_repeat_storm_does_not_stall_other_players(base_url: str) -> None:
+    """A client that repeats its accepted answer 100 times in parallel (a retry bug, or
+    malice) must not make the other players of the stack wait."""
+    g = Game(base_url, Plan(players=2, questions=30, seed=6))
+    await g.setup(connect=False)
+    try:
+        storm, victim = g.players
+        q = await storm.question()
+        assert q is not None and await storm.answer(q["question_id"], [0]) is not None
+        path = f"/api/quiz/sessions/{g.session_id}/answers"
+        body = {"question_id": q["question_id"], "choice": 0}
+
+        async def victim_answers(n: int) -> list[float]:
+            took = []
+            for _ in range(n):
+                vq = await victim.question()
+                assert vq is not None
+                t0 = time.monotonic()
+                await victim.answer(vq["question_id"], [1])
+                took.append(time.monotonic() - t0)
+            return took
+
+        baseline = await victim_answers(5)
+        stop = asyncio.Event()
+
+        async def repeater() -> None:
+            while not stop.is_set():
+                await g.http.post(path, json=body, headers=storm.headers)
+
+        storms = [asyncio.create_task(repeater()) for _ in range(100)]
+        await asyncio.sleep(0.5)
+        during = await victim_answers(8)
+        stop.set()
+        await asyncio.gather(*storms)
+        print(
+            f"\nvictim answer latency: baseline p50 {_p(baseline, 0.5) * 1000:.0f} ms,"
+            f" during a 100-way repeat storm p50 {_p(during, 0.5) * 1000:.0f} ms"
+            f" max {max(during) * 1000:.0f} ms"
+        )
+        assert _p(during, 0.5) < max(5 * _p(baseline, 0.5), 0.3), (baseline, during)
+    finally:
+        await g.close()
 
 
 @pytest.fixture
