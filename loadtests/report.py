@@ -33,7 +33,16 @@ def derived(result: dict) -> dict[str, dict]:
         emit_last = (emit.get("emit_to_last_client_ms") or {}).get("p50")
         a2l = r["answer_to_leaderboard_ms"]
         rate = burst_rate(r) if name == "spike" else r["answers_per_s"]
+        if r.get("leaderboard_deliveries_per_s") is None and r.get("answers_per_s"):
+            window = r["answers_accepted"] / r["answers_per_s"]  # runs before the field
+            r["leaderboard_deliveries_per_s"] = round(r["leaderboard_events_delivered"] / window, 1)
+        clients = emit.get("clients")
+        # What the bare tier delivers to one room: clients per (emit -> last client).
+        capacity = round(clients / emit_last * 1000.0, 0) if clients and emit_last else None
         d = {
+            "leaderboard_deliveries_per_s": r.get("leaderboard_deliveries_per_s"),
+            "bare_emit_deliveries_per_s": capacity,
+            "deliveries_vs_bare_capacity": ratio(r.get("leaderboard_deliveries_per_s"), capacity),
             "answers_per_s": rate,
             "answers_per_s_vs_bare_post": ratio(rate, post.get("requests_per_s"), 3),
             "rtt_p99_vs_bare_post_p99": ratio(
@@ -152,8 +161,9 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
         "## Ratios to the floors and targets",
         "",
         "| scenario | answers/s / bare POST | round trip p99 / bare POST p99 |"
-        " answer->leaderboard p99 / bare emit to last client (clients) | checks |",
-        "|---|---|---|---|---|",
+        " answer->leaderboard p99 / bare emit to last client (clients) | leaderboard"
+        " deliveries/s vs what the bare tier delivers to one room of that size | checks |",
+        "|---|---|---|---|---|---|",
     ]
     for name, d in der.items():
         checks = "; ".join(
@@ -163,7 +173,9 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
         lines.append(
             f"| {name} | {_f(d['answers_per_s_vs_bare_post'])} |"
             f" {_f(d['rtt_p99_vs_bare_post_p99'])} | {_f(d['a2l_p99_vs_bare_emit'])}"
-            f" ({_f(d['bare_emit_clients'])}) | {checks} |"
+            f" ({_f(d['bare_emit_clients'])}) | {_f(d['leaderboard_deliveries_per_s'])} /"
+            f" {_f(d['bare_emit_deliveries_per_s'])} = {_f(d['deliveries_vs_bare_capacity'])}"
+            f" | {checks} |"
         )
     lines += [
         "",

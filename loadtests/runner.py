@@ -221,6 +221,8 @@ def merge(
         "leaderboard_events_expected": expected,
         "leaderboard_delivery_pct": round(100.0 * delivered / expected, 3) if expected else None,
         "broadcasts": broadcasts,
+        "answer_window_s": round(window, 2),
+        "leaderboard_deliveries_per_s": round(delivered / window, 1) if window > 0 else None,
         "broadcasts_per_session_per_s": round(broadcasts / sessions / window, 2)
         if window > 0 and sessions
         else None,
