@@ -230,7 +230,7 @@ async def test_excess_events_are_dropped(api, board, base_url, players):
 async def test_players_on_both_processes_receive_the_same_events_in_order(
     api, pg, aio_http, base_url, stack_dir, players
 ):
-    game = await asyncio.to_thread(LiveGame, api, 6)
+    game = await asyncio.to_thread(LiveGame, api, 8)
     other = await asyncio.to_thread(LiveGame, api, 1, 1)
     ports = sio_ports(stack_dir)
     assert len(ports) >= 2
@@ -252,14 +252,14 @@ async def test_players_on_both_processes_receive_the_same_events_in_order(
     for q in range(3):
         await asyncio.to_thread(game.advance)
         await asyncio.gather(
-            *(game.answer(aio_http, i, correct=(i + q) % 3 != 0) for i in range(6))
+            *(game.answer(aio_http, i, correct=(i + q) % 4 != 0) for i in range(8))
         )
     finals = await asyncio.gather(*(p.wait_for_version(game.last_version) for p in conns))
 
     expected = await game.expected_top(pg)
     for final in finals:
         assert [(e["user_id"], e["score"]) for e in final["entries"]] == expected
-        assert final["players"] == 6
+        assert final["players"] == 8
     seqs = [p.versions(game.id) for p in conns]
     assert seqs[0] == sorted(set(seqs[0])), "versions strictly increase"
     assert all(seq == seqs[0] for seq in seqs), seqs
