@@ -704,12 +704,22 @@ def service_specs(lay: Layout) -> list[tuple[str, list[str], str | None]]:
     return specs
 
 
+def log_since(path: Path, offset: int) -> bytes:
+    """What a log file gained after ``offset`` bytes."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
 def start_services(stack: Stack, only: str | None = None) -> None:
     specs = [s for s in service_specs(stack.layout) if only is None or s[0] == only]
     started = []
+    offsets: dict[str, int] = {}
     for name, argv, health in specs:
         if stack.running(name):
             continue
+        log = stack.logs / f"{name}.log"
+        offsets[name] = log.stat().st_size if log.exists() else 0
         pid = stack.spawn(name, argv, env={"QUIZ_PROCESS_NAME": name})
         started.append((name, health, pid))
     for name, health, pid in started:
@@ -724,7 +734,8 @@ def start_services(stack: Stack, only: str | None = None) -> None:
         else:
             wait_for(
                 name,
-                lambda n=name: "ready" in (stack.logs / f"{n}.log").read_text(errors="replace"),
+                # Only what this start wrote: a restart appends to the same log.
+                lambda n=name: b"ready" in log_since(stack.logs / f"{n}.log", offsets[n]),
                 60,
                 stack.logs / f"{name}.log",
                 pid,

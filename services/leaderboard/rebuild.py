@@ -2,10 +2,11 @@
 
 A board is rebuilt when it is missing in Redis, when the quiz service marked it
 dirty (``quiz_session.board_dirty``: a Redis write failed), or when Redis lost its
-data (``ALIVE_KEY`` missing). The rebuild WATCHes the version key: if the quiz
-service writes to the board between our PostgreSQL read and our MULTI, the MULTI
-is dropped and the rebuild reads PostgreSQL again, so a concurrent answer is
-never overwritten by an older total.
+data (``ALIVE_KEY`` missing). The players are read FOR SHARE (waiting for answers
+in flight, whose Redis write precedes their commit) and the rebuild WATCHes the
+version key: if the quiz service writes to the board between our PostgreSQL read
+and our MULTI, the MULTI is dropped and the rebuild reads PostgreSQL again, so a
+concurrent answer is never overwritten by an older total.
 """
 
 from __future__ import annotations
@@ -49,18 +50,25 @@ async def rebuild_board(redis: Redis, session_id: str, attempts: int = 10) -> bo
         board_version_key(session_id),
     )
     for _ in range(attempts):
-        async with redis.pipeline(transaction=True) as pipe:
+        # The quiz service writes a player's new total to Redis just before its
+        # transaction commits, holding that player's row lock. Reading the players
+        # FOR SHARE waits for such in-flight answers, and holding the share locks
+        # until EXEC keeps new ones from writing in between; WATCH catches the rest.
+        async with (
+            redis.pipeline(transaction=True) as pipe,
+            db.connection() as conn,
+            conn.transaction(),
+        ):
             await pipe.watch(vkey)
-            async with db.connection() as conn:
-                known = await conn.fetchval("select 1 from quiz_session where id = $1", sid)
-                if not known:
-                    await pipe.unwatch()
-                    return False
-                rows = await conn.fetch(
-                    "select user_id, nickname, score, reached_ms from session_player"
-                    " where session_id = $1",
-                    sid,
-                )
+            known = await conn.fetchval("select 1 from quiz_session where id = $1", sid)
+            if not known:
+                await pipe.unwatch()
+                return False
+            rows = await conn.fetch(
+                "select user_id, nickname, score, reached_ms from session_player"
+                " where session_id = $1 for share",
+                sid,
+            )
             current = await pipe.get(vkey)
             # Above every version handed out before, even if the clock went back.
             version = max(initial_version(), int(current or 0) + 1)
@@ -76,13 +84,13 @@ async def rebuild_board(redis: Redis, session_id: str, attempts: int = 10) -> bo
                 await pipe.execute()
             except WatchError:
                 continue
-            log.info(
-                "rebuilt board of session %s (%d players, version %d)",
-                session_id,
-                len(rows),
-                version,
-            )
-            return True
+        log.info(
+            "rebuilt board of session %s (%d players, version %d)",
+            session_id,
+            len(rows),
+            version,
+        )
+        return True
     raise RuntimeError(f"board of session {session_id} kept changing during rebuild")
 
 
