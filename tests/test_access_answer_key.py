@@ -122,7 +122,8 @@ async def test_live_game_never_shows_a_player_the_key_early(base_url: str) -> No
                 ),
                 10,
             ), (
-                f"not every player got the question event: {[dict(p.stats.events) for p in g.players]}"
+                "not every player got the question event:"
+                f" {[dict(p.stats.events) for p in g.players]}"
             )
             if i == 1:
                 # A late joiner: its join ack carries the open question.

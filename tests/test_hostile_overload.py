@@ -206,7 +206,8 @@ async def test_one_players_repeat_storm_does_not_stall_other_players(base_url: s
             f" during a 100-way repeat storm p50 {_p(during, 0.5) * 1000:.0f} ms"
             f" max {max(during) * 1000:.0f} ms"
         )
-        assert _p(during, 0.5) < max(5 * _p(baseline, 0.5), 0.3), (baseline, during)
+        # Fixed, a repeat is one indexed read: the victim barely notices the storm.
+        assert max(during) < max(10 * max(baseline), 0.5), (baseline, during)
     finally:
         await g.close()
 

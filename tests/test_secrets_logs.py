@@ -20,6 +20,7 @@ import httpx
 import pytest
 import socketio
 
+from tests.chaos.player import close_socket
 from tests.chaos.secrets import HANDLED, remember, remember_tokens
 
 pytestmark = pytest.mark.stack
@@ -72,7 +73,7 @@ async def _touch_every_secret_path(base_url: str) -> None:
         except Exception:
             pass
         finally:
-            await client.disconnect()
+            await close_socket(client)
 
 
 def _private_key_material(stack_dir: Path) -> list[str]:

@@ -56,6 +56,17 @@ class PlayerStats:
     events: Counter = field(default_factory=Counter)
 
 
+async def close_socket(client: socketio.AsyncClient, timeout: float = 2.0) -> None:
+    """Disconnect without waiting for a pending long-poll to return (a polling client's
+    disconnect otherwise waits up to the server's ping interval, 20 s)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await client.disconnect()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await client.eio.disconnect(abort=True)
+
+
 class SimPlayer:
     """A guest player in one session."""
 
@@ -194,8 +205,7 @@ class SimPlayer:
 
     async def close(self) -> None:
         if self.sio is not None:
-            with contextlib.suppress(Exception):
-                await self.sio.disconnect()
+            await close_socket(self.sio)
         for t in list(self._tasks):
             t.cancel()
 

@@ -232,7 +232,14 @@ async def redis_flush(ctx: Ctx) -> Result:
 
 async def quiz_and_sio_kill(ctx: Ctx) -> Result:
     """quiz-1 and sio-1 are SIGKILLed while clients are connected and answering."""
-    plan = Plan(players=16 if ctx.full else 8, questions=80, think_s=(0.1, 0.3))
+    # Both transports: websockets spread over sio-1/sio-2 (least_conn), long-polling
+    # is hashed on ?sticky= and must move to the survivor.
+    plan = Plan(
+        players=16 if ctx.full else 8,
+        questions=80,
+        think_s=(0.1, 0.3),
+        transports=("websocket", "websocket", "polling"),
+    )
 
     async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
         tl = Timeline()
