@@ -167,7 +167,11 @@ async def bench(args: argparse.Namespace) -> dict:
         await floors.start()
         say(f"floors: bare servers up behind nginx on {floors.port}")
         hf = await http_floor(
-            pool, floors.port, connections=64, duration=4.0 if args.quick else 8.0
+            pool,
+            floors.port,
+            connections=64,
+            duration=4.0 if args.quick else 8.0,
+            meter=CpuMeter(floors.pids()),
         )
         say(
             f"floor: bare POST {hf['requests_per_s']:.0f} req/s,"
@@ -176,7 +180,9 @@ async def bench(args: argparse.Namespace) -> dict:
         room_sizes = sorted({_room_size(sc) for sc in chosen if sc.mode == "live"})
         sio_floors = {}
         for n in room_sizes:
-            f = await sio_floor(pool, floors.port, bs.stack.layout.redis_url, n)
+            f = await sio_floor(
+                pool, floors.port, bs.stack.layout.redis_url, n, meter=CpuMeter(floors.pids())
+            )
             sio_floors[str(n)] = f
             say(
                 f"floor: bare room emit to {f['clients']} clients: last client p50"
@@ -216,6 +222,7 @@ async def bench(args: argparse.Namespace) -> dict:
             sockets = r["players_connected"]
             r["cpu_pct_of_one_core"] = mem.pop("cpu", {})
             r["machine_load"] = mem.pop("machine", {})
+            r["cpu_per_unit"] = cpu_per_unit(r)
             r["sio_rss_mb"] = mem
             if sockets:
                 r["sio_rss_mb_per_1000_sockets"] = round(mem["connected_mb"] / sockets * 1000, 1)
@@ -235,6 +242,28 @@ async def bench(args: argparse.Namespace) -> dict:
         if floors is not None:
             floors.stop()
         bs.down()
+
+
+def cpu_per_unit(r: dict) -> dict[str, float | None]:
+    """CPU time per unit of work during play: robust to other load on the machine,
+    unlike latencies (a starved process is slow, but its work costs the same)."""
+    cpu = r.get("cpu_pct_of_one_core", {})
+    wall = r.get("machine_load", {}).get("interval_s") or 0.0
+
+    def per(prefix: str, units: int, scale: float) -> float | None:
+        if not units or not wall:
+            return None
+        pct = sum(v for k, v in cpu.items() if k.startswith(prefix))
+        return round(pct / 100.0 * wall * scale / units, 3)
+
+    answers = r["answers_accepted"]
+    return {
+        "quiz_ms_per_answer": per("quiz-", answers, 1e3),
+        "postgres_ms_per_answer": per("postgres", answers, 1e3),
+        "nginx_ms_per_answer": per("nginx", answers, 1e3),
+        "consumer_ms_per_broadcast": per("consumer-", r["broadcasts"], 1e3),
+        "sio_us_per_delivery": per("sio-", r["leaderboard_events_delivered"], 1e6),
+    }
 
 
 def _room_size(sc: scenarios.Scenario) -> int:

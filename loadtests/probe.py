@@ -56,7 +56,7 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         """Percent of one core per process over the interval (children included)."""
-        wall = time.monotonic() - self._t0
+        wall = self.wall = time.monotonic() - self._t0
         out = {}
         for n, pid in self.pids.items():
             now = self._cpu(n, pid)
@@ -75,6 +75,7 @@ class CpuMeter:
         total = sum(t) - sum(self._sys0)
         busy_cores = (total - idle) / wall if wall > 0 else 0.0
         return {
+            "interval_s": round(wall, 2),
             "loadavg_1m_at_start": round(self._load0, 1),
             "loadavg_1m_at_end": round(os.getloadavg()[0], 1),
             "busy_pct_of_one_core": round(100.0 * busy_cores, 1),

@@ -85,12 +85,50 @@ def _f(x, unit: str = "") -> str:
     if x is None:
         return "n/a"
     if isinstance(x, float):
-        x = f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
+        if 0 < abs(x) < 1:
+            x = f"{x:.2g}"
+        else:
+            x = f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
     return f"{x}{unit}"
 
 
 def _trip(s: dict) -> str:
     return " / ".join(_f(s.get(k)) for k in ("p50", "p95", "p99"))
+
+
+def unit_cost_lines(result: dict) -> list[str]:
+    """CPU per unit of work, beside the floors' (robust to other load on the machine)."""
+    floors = result.get("floors", {})
+    post = floors.get("http_post", {})
+    emits = floors.get("sio_room_emit", {})
+    bare_req = post.get("cpu_ms_per_request")
+    lines = [
+        "",
+        "## CPU per unit of work",
+        "",
+        "CPU time of the processes divided by the work they did during play; unlike the"
+        " latencies this hardly changes when other work competes for the cores. Floors:"
+        f" bare POST server {_f(bare_req)} ms + nginx {_f(post.get('nginx_cpu_ms_per_request'))}"
+        " ms per request; bare room emit "
+        + ", ".join(
+            f"{_f(f.get('cpu_us_per_delivery'))} us per delivery ({f['clients']} clients)"
+            for f in emits.values()
+        )
+        + ".",
+        "",
+        "| scenario | quiz ms/answer (x bare POST) | postgres ms/answer | nginx ms/answer |"
+        " consumer ms/broadcast | socket.io us per leaderboard delivery |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in result.get("scenarios", {}).items():
+        u = r.get("cpu_per_unit") or {}
+        lines.append(
+            f"| {name} | {_f(u.get('quiz_ms_per_answer'))}"
+            f" ({_f(ratio(u.get('quiz_ms_per_answer'), bare_req, 1))}) |"
+            f" {_f(u.get('postgres_ms_per_answer'))} | {_f(u.get('nginx_ms_per_answer'))} |"
+            f" {_f(u.get('consumer_ms_per_broadcast'))} | {_f(u.get('sio_us_per_delivery'))} |"
+        )
+    return lines
 
 
 def markdown(result: dict, der: dict[str, dict]) -> str:
@@ -198,6 +236,7 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
             )
             + " |"
         )
+    lines += unit_cost_lines(result)
     lines += [
         "",
         "## Machine load during play",

@@ -27,6 +27,7 @@ import socketio
 from infra.stack import Layout, Stack, free_port, granian, http_ok, nginx_binary, render_nginx
 from loadtests.floors import FLOOR_CHANNEL as CHANNEL
 from loadtests.pool import WorkerPool
+from loadtests.probe import CpuMeter
 from loadtests.stats import summary
 
 ANSWER_PATH = "/api/quiz/sessions/floor/answers"
@@ -108,9 +109,15 @@ class FloorServers:
 
 
 async def http_floor(
-    pool: WorkerPool, port: int, connections: int, duration: float, warmup: float = 2.0
+    pool: WorkerPool,
+    port: int,
+    connections: int,
+    duration: float,
+    warmup: float = 2.0,
+    meter: CpuMeter | None = None,
 ) -> dict:
-    """Closed-loop POSTs of an answer body through nginx: accepted/s and round trip."""
+    """Closed-loop POSTs of an answer body through nginx: accepted/s and round trip;
+    with ``meter``, the servers' CPU per request too."""
     per = max(1, connections // len(pool.workers))
     body = {"question_id": str(uuid.uuid4()), "choice": 1}
     args = {
@@ -121,7 +128,10 @@ async def http_floor(
         "connections": per,
     }
     await pool.ask("http_floor", "result", duration=warmup, **args)
+    if meter:
+        meter.start()
     replies = await pool.ask("http_floor", "result", duration=duration, **args)
+    cpu = meter.stop() if meter else {}
     ok = sum(r["ok"] for r in replies)
     elapsed = max(r["elapsed"] for r in replies)
     status: dict[str, int] = {}
@@ -134,7 +144,20 @@ async def http_floor(
         "duration_s": round(elapsed, 1),
         "rtt_ms": summary(x for r in replies for x in r["rtt_ms"]),
         "status": status,
+        "cpu_pct_of_one_core": cpu,
+        "cpu_ms_per_request": _per_unit(cpu, "bare-http", meter, ok, 1e3),
+        "nginx_cpu_ms_per_request": _per_unit(cpu, "nginx", meter, ok, 1e3),
     }
+
+
+def _per_unit(
+    cpu: dict[str, float], prefix: str, meter: CpuMeter | None, units: int, scale: float
+) -> float | None:
+    """CPU of the processes named ``prefix*`` per unit of work (scale 1e3: ms, 1e6: us)."""
+    if not meter or not units:
+        return None
+    pct = sum(v for k, v in cpu.items() if k.startswith(prefix))
+    return round(pct / 100.0 * meter.wall * scale / units, 3)
 
 
 def leaderboard_sized_payload(seq: int, players: int) -> dict:
@@ -164,6 +187,7 @@ async def sio_floor(
     clients: int,
     broadcasts: int = 20,
     interval: float = 0.3,
+    meter: CpuMeter | None = None,
 ) -> dict:
     """One room of ``clients`` sockets; ``broadcasts`` emits through Redis; latencies."""
     room = f"floor{uuid.uuid4().hex[:8]}"
@@ -177,6 +201,8 @@ async def sio_floor(
     connected = sum(r["ready"] for r in ready)
     emitter = socketio.AsyncRedisManager(redis_url, channel=CHANNEL, write_only=True)
     await asyncio.sleep(0.5)
+    if meter:
+        meter.start()
     for seq in range(broadcasts):
         await emitter.emit(
             "floor",
@@ -186,6 +212,7 @@ async def sio_floor(
         )
         await asyncio.sleep(interval)
     await asyncio.sleep(1.0)
+    cpu = meter.stop() if meter else {}
     replies = await pool.ask("sio_collect", "result")
     per_seq: dict[str, list[float]] = {}
     for r in replies:
@@ -203,4 +230,6 @@ async def sio_floor(
         "emit_to_last_client_ms": summary(last),
         "emit_to_client_ms": summary(all_lat),
         "disconnects": sum(r["disconnects"] for r in replies),
+        "cpu_pct_of_one_core": cpu,
+        "cpu_us_per_delivery": _per_unit(cpu, "bare-sio", meter, delivered, 1e6),
     }
