@@ -181,7 +181,12 @@ async def bench(args: argparse.Namespace) -> dict:
         sio_floors = {}
         for n in room_sizes:
             f = await sio_floor(
-                pool, floors.port, bs.stack.layout.redis_url, n, meter=CpuMeter(floors.pids())
+                pool,
+                floors.port,
+                bs.stack.layout.redis_url,
+                n,
+                meter=CpuMeter(floors.pids()),
+                sio_pids=[p for k, p in floors.pids().items() if k.startswith("bare-sio")],
             )
             sio_floors[str(n)] = f
             say(

@@ -170,7 +170,8 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
             f"| bare python-socketio room emit (AsyncRedisManager, {sio_procs} process(es))"
             f" to {f['clients']} clients | emit -> last client p50"
             f" {_f(f['emit_to_last_client_ms']['p50'])} ms; emit -> each client p50/p95/p99"
-            f" {_trip(f['emit_to_client_ms'])} ms; delivered {f['delivered']}/{f['expected']} |"
+            f" {_trip(f['emit_to_client_ms'])} ms; delivered {f['delivered']}/{f['expected']};"
+            f" RSS added per 1000 sockets {_f(f.get('rss_mb_per_1000_sockets_added'))} MB |"
         )
     lines += [
         "",

@@ -27,7 +27,7 @@ import socketio
 from infra.stack import Layout, Stack, free_port, granian, http_ok, nginx_binary, render_nginx
 from loadtests.floors import FLOOR_CHANNEL as CHANNEL
 from loadtests.pool import WorkerPool
-from loadtests.probe import CpuMeter
+from loadtests.probe import CpuMeter, rss_mb
 from loadtests.stats import summary
 
 ANSWER_PATH = "/api/quiz/sessions/floor/answers"
@@ -188,8 +188,11 @@ async def sio_floor(
     broadcasts: int = 20,
     interval: float = 0.3,
     meter: CpuMeter | None = None,
+    sio_pids: list[int] | None = None,
 ) -> dict:
-    """One room of ``clients`` sockets; ``broadcasts`` emits through Redis; latencies."""
+    """One room of ``clients`` sockets; ``broadcasts`` emits through Redis; latencies.
+    With ``sio_pids``, the servers' resident memory before and after the connects."""
+    rss_before = rss_mb(sio_pids) if sio_pids else None
     room = f"floor{uuid.uuid4().hex[:8]}"
     per = [
         clients // len(pool.workers) + (1 if i < clients % len(pool.workers) else 0)
@@ -199,6 +202,7 @@ async def sio_floor(
         "sio_connect", "ready", [{"n": n} for n in per], host="127.0.0.1", port=port, room=room
     )
     connected = sum(r["ready"] for r in ready)
+    rss_after = rss_mb(sio_pids) if sio_pids else None
     emitter = socketio.AsyncRedisManager(redis_url, channel=CHANNEL, write_only=True)
     await asyncio.sleep(0.5)
     if meter:
@@ -230,6 +234,10 @@ async def sio_floor(
         "emit_to_last_client_ms": summary(last),
         "emit_to_client_ms": summary(all_lat),
         "disconnects": sum(r["disconnects"] for r in replies),
+        "rss_mb_before_after_connect": [rss_before, rss_after],
+        "rss_mb_per_1000_sockets_added": round((rss_after - rss_before) / connected * 1000, 1)
+        if rss_after is not None and rss_before is not None and connected
+        else None,
         "cpu_pct_of_one_core": cpu,
         "cpu_us_per_delivery": _per_unit(cpu, "bare-sio", meter, delivered, 1e6),
     }
