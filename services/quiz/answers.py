@@ -9,6 +9,7 @@ gets the stored first reply, byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from contracts import AnswerIn, AnswerResult, ScoreChange
 from services.common import db, ranking
 from services.common.auth import Caller
+from services.common.redis import get_redis
 from services.common.settings import get_settings
 from services.quiz.content import load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, NotFound
@@ -103,6 +105,40 @@ async def submit_answer(
         if board.written:
             await _mark_dirty_after_failure(sid)
         raise
+
+
+# Submissions of one player's answer to one question now in flight in this process.
+_in_flight: dict[tuple[str, str, str], asyncio.Future[Accepted]] = {}
+
+
+async def submit_once(caller: Caller, session_id: str, data: AnswerIn, now: int) -> Accepted:
+    """``submit_answer`` with concurrent repeats of one answer joined into one.
+
+    A client that fires the same answer many times at once (a retry loop, a double
+    tap, or malice) would otherwise make each copy hold a pooled connection while it
+    queues on the player's row lock, starving other players. Copies that arrive while
+    the first is in flight in this process wait for its result instead; the database
+    still guarantees one answer per player and question across processes.
+    """
+    key = (session_id, caller.user_id, data.question_id)
+    pending = _in_flight.get(key)
+    if pending is not None:
+        first = await asyncio.shield(pending)
+        return Accepted(first.body, None)  # a repeat: the relay was notified once
+    future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+    _in_flight[key] = future
+    try:
+        async with db.connection() as conn:
+            accepted = await submit_answer(conn, get_redis(), caller, session_id, data, now)
+    except BaseException as e:
+        future.set_exception(e)
+        future.exception()  # mark retrieved: nobody may be waiting
+        raise
+    else:
+        future.set_result(accepted)
+        return accepted
+    finally:
+        del _in_flight[key]
 
 
 class _BoardWrite:

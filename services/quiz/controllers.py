@@ -181,8 +181,7 @@ class QuizController(Controller):
     )
     async def answer(self, session_id: str, data: AnswerIn, caller: Caller) -> Response:
         now = now_ms()  # the answer's arrival on the server clock
-        async with db.connection() as conn:
-            accepted = await answers.submit_answer(conn, get_redis(), caller, session_id, data, now)
+        accepted = await answers.submit_once(caller, session_id, data, now)
         if accepted.outbox_id is not None:
             relay.notify(accepted.outbox_id)
         return Response(accepted.body, media_type=MediaType.JSON, status_code=HTTP_200_OK)
