@@ -3,7 +3,8 @@
 1. what each player's client saw accepted (the first 200 reply per question),
 2. the rows in PostgreSQL (``answer`` table, and ``session_player.score``),
 3. the final leaderboard: the Redis sorted set (``read_snapshot``), the HTTP
-   leaderboard API, and the newest ``leaderboard`` snapshot each client received.
+   leaderboard API, the newest TOP_10 record in Kafka, and the newest
+   ``leaderboard`` snapshot each client received.
 
 They must agree exactly: every accepted answer stored once, nothing stored that
 no client saw accepted, every board showing each player's sum of points.
@@ -16,9 +17,13 @@ import time
 from dataclasses import dataclass, field
 
 import asyncpg
+from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
+from contracts import decode_top10
+from services.common.kafka import make_consumer
 from services.common.ranking import read_snapshot
+from services.common.settings import get_settings
 from tests.chaos.game import Game
 
 
@@ -76,6 +81,39 @@ async def read_http_board(game: Game, limit: int = 100) -> tuple[dict[str, int],
         return f"{r.status_code} {r.text[:200]}"
     body = r.json()
     return {e["user_id"]: int(e["score"]) for e in body["entries"]}, int(body["players"])
+
+
+async def read_top10(session_id: str, timeout: float = 15) -> tuple[dict[str, int], int] | str:
+    """(user_id -> score, players) of the newest TOP_10 record of the session (read
+    from the start of the compacted topic), or why there is none."""
+    topic = get_settings().topic_top10
+    consumer = make_consumer(group=None, enable_auto_commit=False)
+    await consumer.start()
+    best = None
+    try:
+        async with asyncio.timeout(timeout):
+            # services.common.kafka creates TOP_10 with this many partitions.
+            parts = range(get_settings().score_change_partitions)
+            tps = [TopicPartition(topic, p) for p in parts]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for rec in records:
+                        if rec.key != session_id.encode():
+                            continue
+                        snap = decode_top10(rec.value)
+                        if best is None or snap.version > best.version:
+                            best = snap
+    except TimeoutError:
+        return f"could not read {topic} within {timeout:.0f}s"
+    finally:
+        await consumer.stop()
+    if best is None:
+        return f"no {topic} record for the session"
+    return {e.user_id: e.score for e in best.entries}, best.players
 
 
 def board_problems(
@@ -274,6 +312,15 @@ async def compare(game: Game, database_url: str, redis_url: str) -> Verdict:
         v.problems.append(f"leaderboard API: {http_board}")
     else:
         v.problems += board_problems("leaderboard API", *http_board, expected)
+    top10 = await read_top10(game.session_id)
+    if isinstance(top10, str) or board_problems("", *top10, expected):
+        # The room event and the TOP_10 record leave together; give the record a moment.
+        await asyncio.sleep(1)
+        top10 = await read_top10(game.session_id)
+    if isinstance(top10, str):
+        v.problems.append(f"TOP_10: {top10}")
+    else:
+        v.problems += board_problems("TOP_10 (Kafka)", *top10, expected)
     for p in game.players:
         if p.best is None:
             v.problems.append(f"{p.nickname}: never received a leaderboard snapshot")
