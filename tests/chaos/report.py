@@ -13,6 +13,12 @@ def _s(x: float | None) -> str:
     return "never" if x is None else f"{x:.2f} s"
 
 
+def _during(r: Result) -> str:
+    if r.accepted_during is None or r.fault_s is None:
+        return "–"
+    return f"{r.accepted_during} ({r.fault_s:.1f} s)"
+
+
 def render(results: list[Result], *, full: bool) -> str:
     """The report as Markdown."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -26,10 +32,13 @@ def render(results: list[Result], *, full: bool) -> str:
         "Each scenario plays a real game with simulated players (httpx + python-socketio"
         " through nginx), injects the fault, heals it, and compares exactly: the answers"
         " each client saw accepted, the `answer` rows in PostgreSQL, the Redis board, the"
-        " leaderboard HTTP API, and the newest `leaderboard` snapshot every client received.",
+        " leaderboard HTTP API, the newest TOP_10 record in Kafka, and the newest"
+        " `leaderboard` snapshot every client received.",
         "",
-        "Columns: *sent* = answer POSTs including deliberate duplicates (retries after"
-        " errors not included); *accepted* = distinct answers that got a 200; *stored* ="
+        "Columns: *during fault* = answers accepted between the fault and its repair (the"
+        " fault's length in brackets); *sent* = answer POSTs including deliberate duplicates"
+        " (retries after errors not included); *accepted* = distinct answers that got a 200;"
+        " *stored* ="
         " rows in `answer`; *counted* = accepted answers of players whose Redis score equals"
         " the sum of their accepted points; *lb events* = `leaderboard` events received by"
         " all clients (all events in brackets); *5xx (retried)* = 5xx replies the clients"
@@ -40,15 +49,17 @@ def render(results: list[Result], *, full: bool) -> str:
         " seconds from the later of (fault healed, last answer accepted) until every client"
         " held the exact final board.",
         "",
-        "| scenario | fault | sent | accepted | stored | counted | points accepted / on board"
+        "| scenario | fault | during fault | sent | accepted | stored | counted"
+        " | points accepted / on board"
         " | lb events (all) | reconnects | 5xx (retried) | answer→leaderboard lag p50 / max"
         " | correct after | result |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in results:
         v = r.verdict
         lines.append(
-            f"| {r.name} | {r.fault} | {v.sent} | {v.accepted} | {v.stored} | {v.counted}"
+            f"| {r.name} | {r.fault} | {_during(r)} | {v.sent} | {v.accepted} | {v.stored}"
+            f" | {v.counted}"
             f" | {v.accepted_points} / {v.board_points} | {v.leaderboard_events} ({v.events})"
             f" | {v.reconnects} | {v.server_errors} ({v.retried})"
             f" | {_s(v.p50_lag_s)} / {_s(v.max_lag_s)} | {_s(v.events_correct_s)}"

@@ -56,6 +56,8 @@ class Result:
     verdict: Verdict
     notes: list[str]
     seconds: float
+    fault_s: float | None = None  # from the fault until it was healed
+    accepted_during: int | None = None  # answers accepted meanwhile
 
 
 FaultFn = Callable[[Ctx, Game, asyncio.Event, asyncio.Task], Awaitable[Timeline]]
@@ -98,7 +100,16 @@ async def run_scenario(
         if dead:
             verdict.problems.append(f"processes dead after healing: {dead}")
         await faults.wait_healthy(ctx.base_url)
-        return Result(name, fault_text, verdict, timeline.notes, time.monotonic() - t0)
+        result = Result(name, fault_text, verdict, timeline.notes, time.monotonic() - t0)
+        if 0 < timeline.faulted < timeline.healed:
+            result.fault_s = timeline.healed - timeline.faulted
+            result.accepted_during = sum(
+                1
+                for p in game.players
+                for t in p.accepted_at.values()
+                if timeline.faulted <= t <= timeline.healed
+            )
+        return result
     finally:
         await game.close()
 
