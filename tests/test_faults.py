@@ -39,6 +39,7 @@ def _explain(r: Result) -> str:
     )
 
 
+@pytest.mark.timeout(600)  # `just chaos` sizes on a busy 2-core machine
 @pytest.mark.parametrize("scenario", list(ALL))
 async def test_fault_scenario_loses_nothing(ctx: Ctx, scenario: str) -> None:
     result = await ALL[scenario](ctx)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.chaos import faults
 from tests.chaos.game import Game, Plan
+from tests.chaos.live import LiveSide
 from tests.chaos.truth import Verdict, compare, wait_until_correct
 from tests.chaos.waiting import until
 
@@ -73,12 +74,20 @@ async def run_scenario(
     *,
     max_answers: int | None = None,
     converge_timeout: float = 60,
+    with_live_session: bool = False,
 ) -> Result:
-    """Play ``plan`` while ``fault`` runs; then wait for the boards and compare."""
+    """Play ``plan`` while ``fault`` runs; then wait for the boards and compare.
+
+    ``with_live_session``: a live session runs beside it (tests/chaos/live.py) and
+    must keep its state through the fault; it is compared the same way.
+    """
     t0 = time.monotonic()
     game = Game(ctx.base_url, plan)
+    live = LiveSide(ctx.base_url) if with_live_session else None
     try:
         await game.setup()
+        if live:
+            await live.before()
         stop = asyncio.Event()
         play = asyncio.create_task(game.play_self_paced(stop, max_answers=max_answers))
         try:
@@ -86,6 +95,7 @@ async def run_scenario(
         finally:
             stop.set()
         await asyncio.wait_for(play, 120)
+        live_problems = await live.after() if live else []
         since = max(timeline.healed, game.last_accept_t)
         redis_s, events_s = await wait_until_correct(
             game, ctx.redis_url, since, timeout=converge_timeout
@@ -95,6 +105,15 @@ async def run_scenario(
         if events_s is None:
             verdict.problems.append(
                 f"clients' leaderboard not correct within {converge_timeout:.0f}s"
+            )
+        verdict.problems += live_problems
+        if live:
+            await wait_until_correct(live.game, ctx.redis_url, time.monotonic(), 30)
+            verdict.absorb(await compare(live.game, ctx.database_url, ctx.redis_url), "live")
+            timeline.notes.append(
+                "a live session beside it kept its open question, state and board"
+                if not live_problems
+                else "the live session beside it had problems"
             )
         dead = faults.dead_processes(ctx.stack_dir)
         if dead:
@@ -112,6 +131,8 @@ async def run_scenario(
         return result
     finally:
         await game.close()
+        if live:
+            await live.game.close()
 
 
 def _sigkill_now(stack_dir: Path, name: str) -> None:
@@ -139,7 +160,7 @@ async def consumer_sigkill(ctx: Ctx) -> Result:
         took = await faults.restart(ctx.stack_dir, "consumer-1")
         tl.healed = time.monotonic()
         tl.notes.append(f"restart took {took:.1f}s")
-        await asyncio.wait_for(asyncio.shield(play), 60)  # the burst runs to its end
+        await asyncio.wait_for(asyncio.shield(play), 240)  # the burst runs to its end
         return tl
 
     return await run_scenario(
@@ -217,7 +238,12 @@ async def redis_restart(ctx: Ctx) -> Result:
         return tl
 
     return await run_scenario(
-        ctx, "Redis restarted", "restart redis (all data lost) mid-game", plan, fault
+        ctx,
+        "Redis restarted",
+        "restart redis (all data lost) mid-game",
+        plan,
+        fault,
+        with_live_session=True,
     )
 
 
@@ -235,7 +261,9 @@ async def redis_flush(ctx: Ctx) -> Result:
         await asyncio.sleep(5 if ctx.full else 3)
         return tl
 
-    return await run_scenario(ctx, "Redis flushed", "FLUSHALL mid-game", plan, fault)
+    return await run_scenario(
+        ctx, "Redis flushed", "FLUSHALL mid-game", plan, fault, with_live_session=True
+    )
 
 
 # --------------------------------------------------------------------------- 4
@@ -300,7 +328,7 @@ async def duplicate_answers(ctx: Ctx) -> Result:
 
     async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
         tl = Timeline()
-        await asyncio.wait_for(asyncio.shield(play), 60)
+        await asyncio.wait_for(asyncio.shield(play), 240)
         # Later, once more: a repeat long after the first reply gets exactly that reply.
         late_mismatch = 0
         for p in game.players:

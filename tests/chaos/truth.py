@@ -169,6 +169,18 @@ class Verdict:
     def ok(self) -> bool:
         return not self.problems
 
+    def absorb(self, other: Verdict, label: str) -> None:
+        """Add another game's counts and problems (labelled) to this verdict."""
+        for name in (
+            "sent", "distinct", "accepted", "stored", "counted", "accepted_points",
+            "board_points", "events", "leaderboard_events", "reconnects", "retried",
+            "server_errors", "refused", "undecided", "unreflected",
+        ):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.max_lag_s is not None:
+            self.max_lag_s = max(self.max_lag_s or 0.0, other.max_lag_s)
+        self.problems += [f"{label}: {p}" for p in other.problems]
+
 
 def _client_problems(game: Game) -> list[str]:
     problems = []
