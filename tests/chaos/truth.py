@@ -117,7 +117,7 @@ async def read_top10(session_id: str, timeout: float = 15) -> tuple[dict[str, in
 
 
 def board_problems(
-    name: str, board: dict[str, int], players: int, expected: dict[str, int]
+    name: str, board: dict[str, int], players: int, expected: dict[str, int], top: int = 10
 ) -> list[str]:
     """Why ``board`` (possibly a top-N) disagrees with the expected totals; [] if it agrees.
 
@@ -135,8 +135,8 @@ def board_problems(
     best = sorted(expected.values(), reverse=True)[: len(board)]
     if sorted(board.values(), reverse=True) != best and not problems:
         problems.append(f"{name}: top scores {sorted(board.values(), reverse=True)} != {best}")
-    if len(board) < min(len(expected), 10):
-        problems.append(f"{name}: {len(board)} entries, expected {min(len(expected), 10)}")
+    if len(board) < min(len(expected), top):
+        problems.append(f"{name}: {len(board)} entries, expected {min(len(expected), top)}")
     return problems
 
 
