@@ -80,11 +80,26 @@ class BenchStack:
             self.stack = st.Stack(lay)
 
     def up(self) -> None:
-        if self.own:
+        if not self.own:
+            return
+        for attempt in (1, 2):
             say(f"stack: starting in {self.stack.dir} (nginx on {self.stack.layout.http_port})")
-            self.st.cmd_infra_up(self.stack)
-            self.st.start_services(self.stack)
-            self.st.start_nginx(self.stack)
+            try:
+                self.st.cmd_infra_up(self.stack)
+                self.st.start_services(self.stack)
+                self.st.start_nginx(self.stack)
+                return
+            except SystemExit:
+                # Free ports are picked before the servers bind them; on a shared
+                # machine another process can take one in between: retry afresh.
+                if attempt == 2:
+                    raise
+                say("stack: a process did not start (port taken meanwhile?); retrying once")
+                self.st.cmd_down(self.stack)
+                shutil.rmtree(self.stack.dir, ignore_errors=True)
+                lay = self.st.Layout.test(self.stack.dir)
+                lay.durable = True
+                self.stack = self.st.Stack(lay)
 
     def down(self) -> None:
         if self.own:
