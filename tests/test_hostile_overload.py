@@ -213,7 +213,7 @@ async def test_one_players_repeat_storm_does_not_stall_other_players(base_url: s
         # Concurrent repeats join the first one in flight (services/quiz/answers.py
         # submit_once), so the storm holds no pooled connections on the row lock. It
         # still costs CPU on two shared cores, so the bound is "not stalled", not "free".
-        assert max(during) < max(10 * max(baseline), 2.0), (baseline, during)
+        assert _p(during, 0.5) < 2.0 and max(during) < 5.0, (baseline, during)
     finally:
         await g.close()
 

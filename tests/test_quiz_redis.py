@@ -11,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
-from services.common.redis import close_redis, get_redis, session_key
+from services.common.redis import session_key
+from services.common.settings import get_settings
 from tests.conftest import ROOT, Api
 from tests.test_quiz_support import Quiz, answer, join, question, wait_until
 
@@ -29,10 +31,13 @@ def stack_cmd(stack_dir: Path, *args: str) -> None:
 
 
 async def session_state_in_redis(session_id: str) -> bytes | None:
+    # A client of its own: this runs in asyncio.run(), a loop other than the one the
+    # process-wide client may have been created on by an async test.
+    r = Redis.from_url(get_settings().redis_url)
     try:
-        return await get_redis().hget(session_key(session_id), "state")
+        return await r.hget(session_key(session_id), "state")
     finally:
-        await close_redis()
+        await r.aclose()
 
 
 def test_redis_outage_answers_accepted_and_board_rebuilt(
