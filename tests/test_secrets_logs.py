@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import uuid
 from pathlib import Path
 
@@ -20,18 +19,11 @@ import httpx
 import pytest
 import socketio
 
+from tests.chaos import rawhttp
 from tests.chaos.player import close_socket
-from tests.chaos.secrets import HANDLED, remember, remember_tokens
+from tests.chaos.secrets import HANDLED, remember, remember_tokens, secrets_in_logs
 
 pytestmark = pytest.mark.stack
-
-JWT = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,}")
-SHAPES = {
-    "a JWT": JWT,
-    "a PEM private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    "an argon2 hash": re.compile(r"\$argon2(id|i|d)\$"),
-    "a bearer header": re.compile(r"Bearer\s+[\w-]{20,}"),
-}
 
 
 async def _touch_every_secret_path(base_url: str) -> None:
@@ -90,19 +82,39 @@ def _private_key_material(stack_dir: Path) -> list[str]:
 async def test_no_secret_reaches_any_log(base_url: str, stack_dir: Path) -> None:
     await _touch_every_secret_path(base_url)
     await asyncio.sleep(1)  # let every process flush its log lines
-    logs = sorted((stack_dir / "logs").glob("*.log"))
-    assert logs, "no logs found"
+    assert sorted((stack_dir / "logs").glob("*.log")), "no logs found"
     secrets = {s for s in HANDLED if len(s) >= 12} | set(_private_key_material(stack_dir))
     assert len(secrets) >= 5, "the harness handled too few secrets for this check to mean much"
-    found = []
-    for log in logs:
-        text = log.read_text(errors="replace")
-        for s in secrets:
-            if s in text:
-                i = text.index(s)
-                found.append(f"{log.name}: a secret: ...{text[max(0, i - 80) : i + 20]!r}")
-        for what, pattern in SHAPES.items():
-            m = pattern.search(text)
-            if m:
-                found.append(f"{log.name}: {what}: ...{text[max(0, m.start() - 80) : m.end()]!r}")
+    found = secrets_in_logs(stack_dir, secrets)
     assert not found, "\n".join(found[:20])
+
+
+class TokenInLog(AssertionError):
+    """The known bug below, told apart from any other failure of its test."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TokenInLog,
+    reason="bug: realtime_sio/app.py accepts the access token as ?token= in the URL, and"
+    " nginx writes the request line, query included, to nginx.error.log on any error for"
+    " that request (here 413; also 'connect() failed' when a socket.io process dies)",
+)
+async def test_a_token_in_the_socketio_url_stays_out_of_the_error_log(
+    base_url: str, stack_dir: Path
+) -> None:
+    """Runs after the scan above: it writes to nginx.error.log when the bug is there."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
+        guest = (await c.post("/api/iam/guests", json={"nickname": "url-token"})).json()
+    token = guest["access_token"]
+    # A body over nginx's limit makes nginx log the request (an error-level line).
+    raw = rawhttp.encode_request(
+        "POST", f"{base_url}/socket.io/?EIO=4&transport=polling&token={token}", None, {}
+    )
+    raw = raw.replace(b"Connection: close", b"Content-Length: 400000\r\nConnection: close")
+    replies = await rawhttp.burst(base_url, raw, 1)
+    assert replies[0].status == 413, replies[0]
+    await asyncio.sleep(0.5)
+    found = secrets_in_logs(stack_dir, [token])
+    if found:
+        raise TokenInLog(found[0])

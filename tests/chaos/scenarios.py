@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.chaos import faults
 from tests.chaos.game import Game, Plan
 from tests.chaos.live import LiveSide
+from tests.chaos.secrets import secrets_in_logs
 from tests.chaos.truth import Verdict, compare, wait_until_correct
 from tests.chaos.waiting import until
 
@@ -115,6 +116,11 @@ async def run_scenario(
                 if not live_problems
                 else "the live session beside it had problems"
             )
+        # Faults make servers log errors: none may carry this game's tokens.
+        tokens = [
+            p.tokens["access_token"] for g in (game, live and live.game) if g for p in g.players
+        ]
+        verdict.problems += secrets_in_logs(ctx.stack_dir, tokens)
         dead = faults.dead_processes(ctx.stack_dir)
         if dead:
             verdict.problems.append(f"processes dead after healing: {dead}")

@@ -1,9 +1,24 @@
-"""Every secret the harness handled in this pytest run (passwords, access and
-refresh tokens), so tests/test_secrets_logs.py can prove none reached a log."""
+"""Secrets and logs: every secret the harness handled in this pytest run
+(passwords, access and refresh tokens), and a scan of the stack's logs for them
+and for anything shaped like a secret (tests/test_secrets_logs.py, and each
+fault scenario for its own players' tokens)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
 HANDLED: set[str] = set()
+
+JWT = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,}")
+SHAPES = {
+    "a JWT": JWT,
+    "a PEM private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    "an argon2 hash": re.compile(r"\$argon2(id|i|d)\$"),
+    "a bearer header": re.compile(r"Bearer\s+[\w-]{20,}"),
+    "a token in a query string": re.compile(r"[?&]token=[\w.-]{20,}"),
+}
 
 
 def remember(*values: str) -> None:
@@ -13,3 +28,21 @@ def remember(*values: str) -> None:
 
 def remember_tokens(tokens: dict) -> None:
     remember(tokens.get("access_token", ""), tokens.get("refresh_token", ""))
+
+
+def secrets_in_logs(stack_dir: Path, secrets: Iterable[str]) -> list[str]:
+    """Where any of ``secrets``, or anything shaped like a secret, appears in
+    stack_dir/logs/*.log; [] when nowhere."""
+    wanted = {s for s in secrets if len(s) >= 12}
+    found = []
+    for log in sorted((stack_dir / "logs").glob("*.log")):
+        text = log.read_text(errors="replace")
+        for s in wanted:
+            i = text.find(s)
+            if i >= 0:
+                found.append(f"{log.name}: a secret: ...{text[max(0, i - 80) : i + 20]!r}")
+        for what, pattern in SHAPES.items():
+            m = pattern.search(text)
+            if m:
+                found.append(f"{log.name}: {what}: ...{text[max(0, m.start() - 80) : m.end()]!r}")
+    return found
