@@ -361,7 +361,7 @@ def _delivery_summary(environment: Any, **_: Any) -> None:
             delivered += len(t.versions_after(v0) & union)
             expected += len(union)
             missing_answers += t.outcome()["missing"]
-            for _ in range(t.outcome()["missing"]):
+            for _missing in range(t.outcome()["missing"]):
                 environment.events.request.fire(
                     request_type="answer->leaderboard",
                     name="missing",

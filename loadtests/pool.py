@@ -90,16 +90,16 @@ class WorkerPool:
         """Send ``cmd`` to every worker (with its own arguments, if given); their replies."""
         for i, w in enumerate(self.workers):
             await w.send(cmd, **common, **(per_worker[i] if per_worker else {}))
-        return list(
-            await asyncio.gather(
-                *(
-                    w.expect(
-                        expect, (lambda m, i=i: on_progress(i, m)) if on_progress else None, timeout
-                    )
-                    for i, w in enumerate(self.workers)
-                )
-            )
+
+        def progress_of(i: int) -> Callable[[dict], None] | None:
+            if on_progress is None:
+                return None
+            return lambda m: on_progress(i, m)
+
+        replies = await asyncio.gather(
+            *(w.expect(expect, progress_of(i), timeout) for i, w in enumerate(self.workers))
         )
+        return list(replies)
 
     async def close(self) -> None:
         for w in self.workers:

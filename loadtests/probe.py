@@ -30,7 +30,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 class CpuMeter:
     """CPU seconds per named process tree between ``start`` and ``stop``."""
 
-    def __init__(self, pids: dict[str, int], alone: set[str] = frozenset()):
+    def __init__(self, pids: dict[str, int], alone: frozenset[str] | set[str] = frozenset()):
         """``alone``: names measured without their children (a parent of the others)."""
         self.pids = pids
         self.alone = alone

@@ -124,7 +124,7 @@ async def _make_sessions(host: Host, sc: Scenario) -> list[str]:
     ]
     missing = [q["id"] for q in made if not q.get("open_session_id")]
     listed = await host.public_sessions() if missing else {}
-    return [q.get("open_session_id") or listed[q["id"]] for q in made]
+    return [str(q.get("open_session_id") or listed[q["id"]]) for q in made]
 
 
 async def _host_plays(host: Host, sc: Scenario, sessions: list[str], say: Say) -> None:

@@ -63,7 +63,7 @@ class LeaderboardTracker:
 
     def on_leaderboard(self, payload: dict[str, Any], t_mono: float, t_wall: float) -> None:
         """Record one ``leaderboard`` event and resolve the answers it reflects."""
-        entries = payload.get("entries") or ()
+        entries: list[dict[str, Any]] = payload.get("entries") or []
         my_score = None
         for e in entries:
             if e["user_id"] == self.user_id:

@@ -21,6 +21,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import socketio
 
@@ -120,7 +121,7 @@ async def http_floor(
     with ``meter``, the servers' CPU per request too."""
     per = max(1, connections // len(pool.workers))
     body = {"question_id": str(uuid.uuid4()), "choice": 1}
-    args = {
+    args: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": port,
         "path": ANSWER_PATH,
