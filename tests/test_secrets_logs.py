@@ -60,7 +60,7 @@ async def _touch_every_secret_path(base_url: str) -> None:
     ):
         client = socketio.AsyncClient(reconnection=False)
         try:
-            await client.connect(url, auth=auth, transports=["polling"], wait_timeout=5)
+            await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
             await client.call("join", {"session_id": str(uuid.uuid4())}, timeout=3)
         except Exception:
             pass
