@@ -1,8 +1,9 @@
 """Fault injectors for a running stack (the one ``./dev test`` started).
 
-Kill and restart go through the process manager's own commands
-(``python -m infra.stack --dir <run dir> kill|restart NAME``), so stack.json
-always names the live pids and the test run's teardown stops what we started.
+Restarts go through the process manager's own command
+(``python -m infra.stack --dir <run dir> restart NAME``), so stack.json always
+names the live pids and the test run's teardown stops what we started; a kill
+is a SIGKILL sent at once to the pid stack.json names.
 A graceful stop (SIGTERM, as an operator would stop Kafka) uses the same
 Stack object in a child process. All of them run in a worker thread so the simulated
 players keep playing meanwhile.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,11 +38,12 @@ def _stack_cmd(stack_dir: Path, *args: str) -> None:
         raise RuntimeError(f"infra.stack {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
 
 
-async def kill(stack_dir: Path, *names: str) -> float:
-    """SIGKILL the named processes; returns the time it took (s)."""
-    t0 = time.monotonic()
-    await asyncio.to_thread(_stack_cmd, stack_dir, "kill", *names)
-    return time.monotonic() - t0
+def sigkill(stack_dir: Path, *names: str) -> None:
+    """SIGKILL the named processes at this very moment (their process groups), with no
+    helper process start-up in between; stack.json keeps the dead pid until ``restart``."""
+    pids = processes(stack_dir)
+    for name in names:
+        os.killpg(pids[name], signal.SIGKILL)
 
 
 async def restart(stack_dir: Path, *names: str) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -141,11 +140,6 @@ async def run_scenario(
             await live.game.close()
 
 
-def _sigkill_now(stack_dir: Path, name: str) -> None:
-    """SIGKILL at this very moment (no helper process start-up in between)."""
-    os.killpg(faults.processes(stack_dir)[name], signal.SIGKILL)
-
-
 # --------------------------------------------------------------------------- 1
 
 
@@ -158,7 +152,7 @@ async def consumer_sigkill(ctx: Ctx) -> Result:
     async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
         tl = Timeline()
         await until(lambda: game.accepted_count() >= total * 0.3, 30)
-        _sigkill_now(ctx.stack_dir, "consumer-1")
+        faults.sigkill(ctx.stack_dir, "consumer-1")
         tl.faulted = time.monotonic()
         tl.notes.append(f"killed after {game.accepted_count()} of {total} answers accepted")
         await asyncio.sleep(2 if not ctx.full else 5)
@@ -200,7 +194,7 @@ async def kafka_outage(ctx: Ctx) -> Result:
             how = f"stopped (SIGTERM, {took:.1f}s)"
         else:
             # ./dev test: a crash costs no shutdown time (the broker recovers on start).
-            _sigkill_now(ctx.stack_dir, "kafka")
+            faults.sigkill(ctx.stack_dir, "kafka")
             how = "SIGKILLed"
         tl.faulted = time.monotonic()
         tl.notes.append(f"kafka {how} after {before} answers")
@@ -290,8 +284,7 @@ async def quiz_and_sio_kill(ctx: Ctx) -> Result:
         tl = Timeline()
         await asyncio.sleep(2)
         before = game.accepted_count()
-        _sigkill_now(ctx.stack_dir, "quiz-1")
-        _sigkill_now(ctx.stack_dir, "sio-1")
+        faults.sigkill(ctx.stack_dir, "quiz-1", "sio-1")
         tl.faulted = time.monotonic()
         await asyncio.sleep(8 if ctx.full else 4)
         dropped = sum(1 for p in game.players if p.stats.disconnects)
