@@ -2,8 +2,8 @@
 
     granian --interface asgi --ws ... realtime_sio.app:app
 
-Authorization happens once, at ``connect`` (the access token from ``auth.token``,
-or ``?token=`` for clients that cannot send auth); the caller is kept in the
+Authorization happens once, at ``connect`` (the access token from ``auth.token``;
+never from the URL, which nginx refuses); the caller is kept in the
 socket's session. ``join`` lets a session's players and host into the room
 ``session:{id}`` and acks with the state and the current top 10, so a client that
 (re)connects is up to date at once. Room events come from other processes
@@ -17,7 +17,6 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 import msgspec
 import socketio
@@ -78,10 +77,11 @@ def client_event(handler: Handler) -> Handler:
 
 
 def _token(auth: Any, environ: dict) -> str | None:
+    # Only from the auth payload: a token in the URL would end up in access and error
+    # logs along the way (nginx refuses such URLs with 400).
     if isinstance(auth, dict) and isinstance(auth.get("token"), str):
         return auth["token"]
-    tokens = parse_qs(environ.get("QUERY_STRING", "")).get("token")
-    return tokens[0] if tokens else None
+    return None
 
 
 @sio.event

@@ -148,7 +148,9 @@ class Board:
         """(user id, score) of the top 10 as PostgreSQL has it: score, then who reached it first."""
         rows = await self.conn.fetch(
             "select user_id, score from session_player where session_id = $1"
-            " order by score desc, reached_ms asc, joined_ms asc limit 10",
+            # Equal composites (same points reached in the same millisecond): Redis
+            # orders members in reverse lexical order, so the check does too.
+            " order by score desc, reached_ms asc, user_id::text desc limit 10",
             uuid.UUID(s.id),
         )
         return [(str(r["user_id"]), r["score"]) for r in rows]
@@ -272,7 +274,7 @@ class LiveGame:
             " from session_player p left join answer a"
             "   on a.session_id = p.session_id and a.user_id = p.user_id"
             " where p.session_id = $1 group by p.id"
-            " order by p.score desc, p.reached_ms asc, p.joined_ms asc",
+            " order by p.score desc, p.reached_ms asc, p.user_id::text desc",
             uuid.UUID(self.id),
         )
         for r in rows:
