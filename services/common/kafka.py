@@ -80,7 +80,9 @@ def make_consumer(*topics: str, group: str | None = None, **kwargs) -> AIOKafkaC
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=2000,
-        fetch_max_wait_ms=5,
+        # The broker answers as soon as any record is there (fetch_min_bytes=1), so a
+        # longer wait adds no latency; it only stops an idle consumer from spinning.
+        fetch_max_wait_ms=100,
         session_timeout_ms=10000,
         heartbeat_interval_ms=1000,
     )

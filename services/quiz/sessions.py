@@ -8,7 +8,9 @@ socket.io Redis manager from whichever process caused them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -34,7 +36,7 @@ from contracts import (
 from services.common import ranking
 from services.common.auth import Caller
 from services.common.ranking import now_ms
-from services.common.redis import board_key, board_version_key, session_key
+from services.common.redis import board_key, board_version_key, get_redis, session_key
 from services.common.rooms import get_emitter
 from services.quiz.content import QuizContent, load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, Invalid, NotFound
@@ -63,6 +65,58 @@ async def emit(event: str, payload: Struct, session_id: str) -> None:
         await get_emitter().emit(event, payload, session_id)
     except Exception as e:
         log.warning("could not emit %s to session %s: %s", event, session_id, e)
+
+
+class JoinAnnouncer:
+    """Coalesces the `session_state` events of players joining, per session.
+
+    Each join used to broadcast to the whole room, so N players joining cost N^2
+    deliveries (a stadium of 1,000: a million) and delayed the `question` events
+    behind them. The first join of a quiet session is announced at once; later ones
+    within ``interval_s`` become one trailing event with the player count read
+    fresh from the board when it is sent.
+    """
+
+    def __init__(self, interval_s: float = 0.5):
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._pending: dict[str, SessionStateChanged] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    async def announce(self, event: SessionStateChanged) -> None:
+        sid = event.session_id
+        if sid in self._pending:  # a trailing event is already scheduled
+            self._pending[sid] = event
+            return
+        wait = self._last.get(sid, 0.0) + self.interval_s - time.monotonic()
+        if wait <= 0:
+            self._last[sid] = time.monotonic()
+            await emit("session_state", event, sid)
+            return
+        self._pending[sid] = event
+        asyncio.get_running_loop().call_later(wait, self._start_flush, sid)
+
+    def _start_flush(self, sid: str) -> None:
+        task = asyncio.ensure_future(self._flush(sid))
+        self._tasks.add(task)  # held until done, so it is not collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, sid: str) -> None:
+        event = self._pending.pop(sid)
+        self._last[sid] = time.monotonic()
+        if len(self._last) > 10_000:  # forget quiet sessions
+            cutoff = time.monotonic() - 60
+            self._last = {k: v for k, v in self._last.items() if v > cutoff}
+        try:
+            players = int(await get_redis().zcard(board_key(sid)))
+            if players:
+                event = msgspec.structs.replace(event, players=players)
+        except Exception:  # keep the count the last join saw
+            pass
+        await emit("session_state", event, sid)
+
+
+join_announcer = JoinAnnouncer()
 
 
 def question_event(
@@ -212,15 +266,13 @@ async def join(conn: Any, redis: Redis, caller: Caller, data: JoinIn) -> JoinRes
             await _mark_dirty(conn, sid)
             players = await _player_count(conn, redis, sid)
         await cache_session(redis, row, quiz)
-        await emit(
-            "session_state",
+        await join_announcer.announce(
             SessionStateChanged(
                 session_id=str(sid),
                 state=row["state"],
                 players=players,
                 question_index=row["current_index"],
             ),
-            str(sid),
         )
     return JoinResult(
         session_id=str(sid),
