@@ -51,6 +51,8 @@ def test_kafka_outage_answers_accepted_then_published_exactly_once(
     for p in players:
         assert join(http, p, session_id=sid).status_code == 200
 
+    seen_totals: dict[str, list[int]] = {p["user"]["id"]: [] for p in players}
+
     def play(index: int) -> list[float]:
         took = []
         for p in players:
@@ -59,6 +61,7 @@ def test_kafka_outage_answers_accepted_then_published_exactly_once(
             r = answer(http, p, sid, qid, quiz.answer_of(index))
             took.append(time.monotonic() - t0)
             assert r.status_code == 200, r.text
+            seen_totals[p["user"]["id"]].append(r.json()["score"])
         return took
 
     play(0)  # Kafka up: the fast path
@@ -82,7 +85,11 @@ def test_kafka_outage_answers_accepted_then_published_exactly_once(
     counts = Counter(e.answer_id for e in events)
     assert set(counts) == set(ids)
     assert set(counts.values()) == {1}, counts  # exactly once per answer id
-    # Per player, the events come in the order the answers were given.
+    # Every player's events are all there. Their order across the outage is not
+    # promised: a record one quiz process handed to its producer before Kafka went
+    # away is delivered when Kafka returns, possibly before an older row that another
+    # process's sweeper sends in id order. The consumer reads totals from the board,
+    # so order does not change any snapshot.
     for p in players:
-        totals = [e.total for e in events if e.user_id == p["user"]["id"]]
-        assert totals == sorted(totals) and len(totals) == 3
+        totals = sorted(e.total for e in events if e.user_id == p["user"]["id"])
+        assert totals == sorted(seen_totals[p["user"]["id"]])  # what each reply said

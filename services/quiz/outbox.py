@@ -17,8 +17,10 @@ stays open until the acknowledgement, and a row is marked sent exactly when Kafk
 has it. While Kafka is down the relay waits; answers are still accepted (their rows
 stay unsent), and when it has waited long the relay switches to catching up: it
 leaves the fast path and sweeps every unsent row in id order until none is left, so
-the backlog comes out in id order (one player's answers are serialized by a row lock,
-so their ids, and their events, are in answer order), before new rows.
+the backlog it sends comes out in id order, before new rows. Order is not promised
+across processes: a record another process had already handed to its producer when
+Kafka went away is delivered when Kafka returns, possibly before older rows. The
+leaderboard consumer does not depend on order (it reads totals from the board).
 
 At-least-once remains in two cases: a process dying between Kafka's acknowledgement
 and the COMMIT, and PostgreSQL failing that COMMIT. ``answer_id`` identifies a
