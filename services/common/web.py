@@ -41,7 +41,7 @@ def _validation_error(_: Request, exc: ValidationException) -> Response:
     messages = [e.get("message") for e in extra if isinstance(e, dict) and e.get("message")]
     if fields and fields[0] == "data" and messages:
         # A missing or unknown field is reported on the whole body ("data"); name it.
-        inner = _BACKTICKED.search(messages[0])
+        inner = _BACKTICKED.search(str(messages[0]))
         if inner:
             fields[0] = inner.group(1)
     if fields or messages:

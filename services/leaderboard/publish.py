@@ -38,6 +38,7 @@ class SnapshotPublisher:
         self.topic_top10 = topic_top10
         self._last_sent: dict[str, int] = {}
         self.broadcasts = 0
+        self.last_deliveries = 0  # room deliveries caused by the last publish()
 
     async def publish(self, session_ids: Iterable[str]) -> int:
         """Read, publish and emit the snapshot of each session; returns how many were sent.
@@ -46,6 +47,7 @@ class SnapshotPublisher:
         does not commit). A board missing in Redis is rebuilt from PostgreSQL first;
         a session PostgreSQL does not know is skipped.
         """
+        self.last_deliveries = 0
         ids = list(dict.fromkeys(session_ids))
         if not ids:
             return 0
@@ -65,6 +67,8 @@ class SnapshotPublisher:
         if not fresh:
             return 0
         await self._send(fresh)
+        # Room deliveries this call caused, for the consumer's pacing.
+        self.last_deliveries = sum(snap.players for snap in fresh)
         if len(self._last_sent) > _CACHE_MAX:
             self._last_sent.clear()
         for snap in fresh:
