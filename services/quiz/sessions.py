@@ -507,19 +507,9 @@ def _question_out(
     now: int,
     answered: bool = False,
 ) -> QuestionOut:
-    q = quiz.questions[index]
-    return QuestionOut(
-        question_id=q.id,
-        index=index,
-        count=quiz.count,
-        text=q.text,
-        choices=q.choices,
-        time_limit_s=q.time_limit_s,
-        deadline_ms=deadline_ms,
-        server_time_ms=now,
-        answered=answered,
-        session_id=session_id,
-    )
+    # The HTTP view of the same question the `question` event carries (never the answer).
+    event = question_event(session_id, quiz, index, deadline_ms, now)
+    return QuestionOut(**msgspec.structs.asdict(event), answered=answered)
 
 
 # --------------------------------------------------------------------------- Redis restore
