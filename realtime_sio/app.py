@@ -145,12 +145,7 @@ async def join(sid: str, *args: Any) -> dict[str, Any]:
             mode=view.mode,
             role=role,
             question=view.question,
-            leaderboard=RoomLeaderboard(
-                session_id=snap.session_id,
-                version=snap.version,
-                players=snap.players,
-                entries=snap.entries,
-            ),
+            leaderboard=RoomLeaderboard(**msgspec.structs.asdict(snap)),
         )
     )
 

@@ -85,31 +85,11 @@ async def write_score(
 async def read_snapshot(
     redis: Redis, session_id: str, limit: int = 10
 ) -> LeaderboardSnapshot | None:
-    """The top ``limit`` with the version that names exactly this state of the board.
-
-    Read in one MULTI, so version, entries and player count belong together.
-    None when the board does not exist in Redis (not created, or lost).
+    """The top ``limit`` with the version that names exactly this state of the board
+    (``read_snapshots`` for one session: one atomic read). None when the board does
+    not exist in Redis (not created, or lost).
     """
-    key = board_key(session_id)
-    pipe = redis.pipeline(transaction=True)
-    pipe.get(board_version_key(session_id))
-    pipe.zrevrange(key, 0, max(limit, 1) - 1, withscores=True)
-    pipe.zcard(key)
-    version, top, players = await pipe.execute()
-    if version is None:
-        return None
-    names: list = []
-    if top:
-        names = await redis.hmget(board_names_key(session_id), [m for m, _ in top])
-    entries = [
-        LeaderboardEntry(
-            rank=i + 1, user_id=_s(member), nickname=_s(name) if name else "", score=points_of(sc)
-        )
-        for i, ((member, sc), name) in enumerate(zip(top, names, strict=False))
-    ]
-    return LeaderboardSnapshot(
-        session_id=session_id, version=int(version), players=int(players), entries=entries
-    )
+    return (await read_snapshots(redis, [session_id], limit))[session_id]
 
 
 async def read_rank(redis: Redis, session_id: str, user_id: str) -> tuple[int, int, int] | None:
