@@ -12,6 +12,7 @@ from contracts.http import LeaderboardEntry, State
 __all__ = [
     "SCHEMA_VERSION",
     "ErrorAck",
+    "HopTrace",
     "JoinAck",
     "JoinRoom",
     "LeaveRoom",
@@ -45,7 +46,11 @@ class ScoreChange(Struct, frozen=True, kw_only=True):
     correct: bool
     points: int
     total: int
-    answered_ms: int
+    answered_ms: int  # when the answer arrived at the quiz service (server clock, ms)
+    # Latency budget per hop (wall clock ms, 0 = not recorded): when the answer's
+    # transaction committed, and when the outbox relay handed the record to Kafka.
+    committed_ms: int = 0
+    produced_ms: int = 0
 
 
 class Top10(Struct, frozen=True, kw_only=True):
@@ -103,6 +108,23 @@ class ErrorAck(Struct):
 # server -> room
 
 
+class HopTrace(Struct, kw_only=True):
+    """Where the newest answer behind a snapshot spent its time (wall clock ms).
+
+    ``arrived`` at the quiz service, ``committed`` to PostgreSQL, ``produced`` to
+    Kafka (handed to the producer), ``acked`` by Kafka, ``read`` by the leaderboard
+    consumer, ``emitted`` to the room. A client subtracts ``emitted`` from its own
+    receipt time (same machine) for the last hop. 0 = not recorded.
+    """
+
+    arrived_ms: int = 0
+    committed_ms: int = 0
+    produced_ms: int = 0
+    acked_ms: int = 0
+    read_ms: int = 0
+    emitted_ms: int = 0
+
+
 class RoomLeaderboard(Struct, kw_only=True):
     """`leaderboard`: the session's top 10; clients keep the highest version."""
 
@@ -110,6 +132,9 @@ class RoomLeaderboard(Struct, kw_only=True):
     version: int
     players: int
     entries: list[LeaderboardEntry]
+    # The newest source answer's path through the pipeline (absent on snapshots that
+    # no answer caused, e.g. a rebuild or a join ack).
+    trace: HopTrace | None = None
 
 
 class QuestionOpened(Struct, kw_only=True):

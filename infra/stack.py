@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,8 @@ class Layout:
     consumers: int
     durable: bool = True
     external: dict[str, str] = field(default_factory=dict)
+    # Prometheus /metrics port of each service process (by process name).
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def dev(cls) -> Layout:
@@ -114,6 +117,7 @@ class Layout:
             sio_ports=[18401 + i for i in range(n["sio"])],
             consumers=n["consumer"],
             external=external_servers(),
+            metrics_ports=_metrics_ports(n, lambda i: 19101 + i),
         )
 
     @classmethod
@@ -134,6 +138,7 @@ class Layout:
             consumers=n["consumer"],
             durable=False,
             external=external_servers(),
+            metrics_ports=_metrics_ports(n, lambda _: free_port()),
         )
 
     def to_json(self) -> dict:
@@ -179,6 +184,12 @@ class Layout:
             if key in os.environ:
                 env[key] = os.environ[key]
         return env
+
+
+def _metrics_ports(n: dict[str, int], port: Callable[[int], int]) -> dict[str, int]:
+    """One /metrics port per service process: ``port(i)`` for the i-th of them."""
+    names = [f"{kind}-{i}" for kind in PROCS_DEFAULT for i in range(1, n[kind] + 1)]
+    return {name: port(i) for i, name in enumerate(names)}
 
 
 PROCS_DEFAULT = {"iam": 1, "quiz": 2, "leaderboard": 1, "sio": 2, "consumer": 1}
@@ -720,7 +731,10 @@ def start_services(stack: Stack, only: str | None = None) -> None:
             continue
         log = stack.logs / f"{name}.log"
         offsets[name] = log.stat().st_size if log.exists() else 0
-        pid = stack.spawn(name, argv, env={"QUIZ_PROCESS_NAME": name})
+        env = {"QUIZ_PROCESS_NAME": name}
+        if name in stack.layout.metrics_ports:
+            env["QUIZ_METRICS_PORT"] = str(stack.layout.metrics_ports[name])
+        pid = stack.spawn(name, argv, env=env)
         started.append((name, health, pid))
     for name, health, pid in started:
         if health:

@@ -25,7 +25,7 @@ from contracts import ErrorAck, JoinAck, JoinRoom, LeaveRoom, RoomLeaderboard, t
 from realtime_sio import jsonmsg
 from realtime_sio.limits import ConnectionCap, EventRateLimit
 from realtime_sio.session_view import session_view
-from services.common import db
+from services.common import db, metrics
 from services.common.auth import AuthError, Caller, verifier
 from services.common.logs import setup_logging
 from services.common.redis import close_redis, get_redis
@@ -170,6 +170,7 @@ async def unknown_event(event: str, sid: str, *args: Any) -> dict[str, Any]:
 
 
 async def _startup() -> None:
+    metrics.serve()
     await db.open_pool()
 
 

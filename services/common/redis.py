@@ -6,7 +6,7 @@ Redis cluster. Everything here can be rebuilt from PostgreSQL.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -15,15 +15,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from services.common.settings import get_settings
 
 _client: Redis | None = None
+POOL_SIZE = 64
+POOL_WAIT_S = 5.0
 
 
 def get_redis() -> Redis:
-    """The process-wide client (a connection pool inside)."""
+    """The process-wide client (a connection pool inside).
+
+    The pool waits for a free connection (bounded by ``POOL_WAIT_S``) instead of
+    raising ``MaxConnectionsError`` when every connection is busy: a join storm or an
+    answer burst queues for a few ms rather than failing. Redis is single-threaded, so
+    a few dozen connections per process are plenty; more would only queue there.
+    """
     global _client
     if _client is None:
-        _client = Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             get_settings().redis_url,
-            max_connections=200,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT_S,
             socket_timeout=2,
             socket_connect_timeout=2,
             health_check_interval=10,
@@ -32,6 +41,7 @@ def get_redis() -> Redis:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        _client = Redis(connection_pool=pool)
     return _client
 
 

@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # delivered 7-15k/s; staying under it keeps answer-to-leaderboard latency low
     # because the consumer then coalesces more answers into each broadcast.
     leaderboard_deliveries_per_s: int = 4000
+    # Port of this process's Prometheus /metrics on 127.0.0.1 (0 = none); the stack
+    # gives every process its own.
+    metrics_port: int = 0
 
     @property
     def topic_score_change(self) -> str:

@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from services.common import metrics
 from services.common.logs import setup_logging
 
 log = logging.getLogger("quizrt.web")
@@ -94,9 +95,13 @@ def create_app(
     from litestar import Router
 
     router = Router(path=f"/api/{service}", route_handlers=[health_check, *route_handlers])
+
+    async def serve_metrics() -> None:
+        metrics.serve()
+
     return Litestar(
         route_handlers=[router],
-        on_startup=list(on_startup),
+        on_startup=[serve_metrics, *on_startup],
         on_shutdown=list(on_shutdown),
         exception_handlers={
             ValidationException: _validation_error,

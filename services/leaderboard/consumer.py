@@ -27,7 +27,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from contracts import decode_score_change
-from services.common import db
+from services.common import db, metrics
 from services.common.kafka import EventProducer, make_consumer
 from services.common.logs import setup_logging
 from services.common.redis import close_redis, get_redis
@@ -99,6 +99,7 @@ class LeaderboardConsumer:
 
     async def run(self) -> None:
         log.info("starting")
+        metrics.serve()
         await db.open_pool()
         await self.producer.start()
         self.publisher = SnapshotPublisher(
