@@ -2,7 +2,7 @@
 
 The one source of truth for messages: services, the leaderboard consumer, the
 socket.io tier, the load tests and the generated documents in ``docs/`` all use
-these. Field names follow ``shared/PROTOCOL.md``; never rename or drop one.
+these. Field names follow ``docs/protocol.md``; never rename or drop one.
 """
 
 from contracts.events import *  # noqa: F403

@@ -1,4 +1,4 @@
-"""Kafka events and socket.io events (``shared/PROTOCOL.md``)."""
+"""Kafka events and socket.io events (``docs/protocol.md``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTP request and response bodies (``shared/PROTOCOL.md``)."""
+"""HTTP request and response bodies (``docs/protocol.md``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Scoring of one answer: a pure function of the server's measurements.
 
-The formula (quoted in the README and in ``shared/PROTOCOL.md``):
+The formula (quoted in the README and in ``docs/protocol.md``):
 
     base  = points                                        if elapsed_ms < 500
           = round_half_up(points * (1 - (elapsed_s / time_limit_s) / 2))   otherwise

@@ -1,4 +1,4 @@
-// The public HTTP protocol (shared/PROTOCOL.md) through nginx on the same origin.
+// The public HTTP protocol (docs/protocol.md) through nginx on the same origin.
 // One Api per signed-in identity ("player" or "host"): it keeps that identity's
 // tokens in localStorage and renews the access token once when a call gets 401.
 
