@@ -125,7 +125,7 @@ class HopTrace(Struct, kw_only=True):
     emitted_ms: int = 0
 
 
-class RoomLeaderboard(Struct, kw_only=True):
+class RoomLeaderboard(Struct, kw_only=True, omit_defaults=True):
     """`leaderboard`: the session's top 10; clients keep the highest version."""
 
     session_id: str

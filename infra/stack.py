@@ -148,7 +148,9 @@ class Layout:
 
     @classmethod
     def from_json(cls, d: dict) -> Layout:
-        d = dict(d)
+        # Only the fields this version knows: a stack.json written by another version
+        # of this file must still load (to be stopped, pruned or reused).
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         d["run_dir"] = Path(d["run_dir"])
         return cls(**d)
 
