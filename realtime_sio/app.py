@@ -23,6 +23,7 @@ import socketio
 
 from contracts import ErrorAck, JoinAck, JoinRoom, LeaveRoom, RoomLeaderboard, to_payload
 from realtime_sio import jsonmsg
+from realtime_sio.fanout import LeanRedisManager
 from realtime_sio.limits import ConnectionCap, EventRateLimit
 from realtime_sio.session_view import session_view
 from services.common import db, metrics
@@ -40,9 +41,7 @@ settings = get_settings()
 
 sio = socketio.AsyncServer(
     async_mode="asgi",
-    client_manager=socketio.AsyncRedisManager(
-        settings.redis_url, channel=settings.sio_channel, json=jsonmsg
-    ),
+    client_manager=LeanRedisManager(settings.redis_url, channel=settings.sio_channel, json=jsonmsg),
     json=jsonmsg,
     # Token auth, no cookies: nothing for a cross-origin page to abuse, so no Origin check.
     cors_allowed_origins=[],
