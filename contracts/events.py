@@ -100,9 +100,11 @@ class JoinAck(Struct, kw_only=True):
     question: QuestionOpened | None = None
 
 
-class ErrorAck(Struct):
+class ErrorAck(Struct, omit_defaults=True):
     ok: bool
     error: str
+    # Present when the refusal is temporary: try the same call again after this long.
+    retry_after_ms: int | None = None
 
 
 # server -> room
@@ -125,7 +127,7 @@ class HopTrace(Struct, kw_only=True):
     emitted_ms: int = 0
 
 
-class RoomLeaderboard(Struct, kw_only=True):
+class RoomLeaderboard(Struct, kw_only=True, omit_defaults=True):
     """`leaderboard`: the session's top 10; clients keep the highest version."""
 
     session_id: str

@@ -40,6 +40,34 @@ class LeanRedisManager(socketio.AsyncRedisManager):
 
     name = "lean-redis"
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Sockets whose room events wait (sid -> [(room, packet)]) while a join is
+        # being authorized: see ``hold``.
+        self._held: dict[str, list[tuple[Any, eio_packet.Packet]]] = {}
+
+    def hold(self, sid: str) -> None:
+        """Keep this socket's room events back (in order) until ``release``.
+
+        A ``join`` enters the room before it reads the snapshot (so no event can
+        fall between the two) but only knows after that read whether the caller may
+        be there; meanwhile the room's events wait here instead of reaching it.
+        """
+        self._held.setdefault(sid, [])
+
+    def release(self, sid: str, drop_room: Any = None) -> None:
+        """Queue what was held for the socket, except the events of ``drop_room``."""
+        held = self._held.pop(sid, None)
+        if not held:
+            return
+        eio_sid = self.eio_sid_from_sid(sid, "/")
+        s = self.server.eio.sockets.get(eio_sid) if eio_sid else None
+        if s is None or s.closed or s.closing:
+            return
+        for room, pkt in held:
+            if drop_room is None or room != drop_room:
+                s.queue.put_nowait(pkt)
+
     async def emit(
         self,
         event: str,
@@ -103,9 +131,13 @@ class LeanRedisManager(socketio.AsyncRedisManager):
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
         eio_pkt.encode()  # fills the cache every socket's writer reads
         sockets = self.server.eio.sockets
+        held = self._held
         n = 0
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
+                continue
+            if held and sid in held:
+                held[sid].append((room, eio_pkt))
                 continue
             s = sockets.get(eio_sid)
             if s is None or s.closed or s.closing:

@@ -9,29 +9,20 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from contracts import RoomLeaderboard
-from services.common.kafka import EventProducer
 from services.common.rooms import get_emitter
-from services.common.settings import get_settings
 from tests.conftest import Api
-from tests.test_realtime_support import Board, Player, sio_ports
+from tests.test_realtime_support import Board, Player, open_board, sio_ports
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
 async def board() -> AsyncIterator[Board]:
-    pg = await asyncpg.create_pool(get_settings().database_url, min_size=1, max_size=2)
-    producer = EventProducer()
-    await producer.start()
-    try:
-        yield Board(pg, producer)
-    finally:
-        await producer.stop()
-        await pg.close()
+    async with open_board() as b:
+        yield b
 
 
 async def test_back_to_back_room_events_reach_every_transport_on_both_processes_in_order(

@@ -5,8 +5,9 @@ per tick (``settings.leaderboard_tick_ms``), each session in a task of its own, 
 no session waits behind another's reads or broadcasts. A snapshot whose top 10
 equals the last one broadcast is held, not sent (its player count and version ride
 with the next one); a held snapshot is sent anyway once the session has been quiet
-for ``settle_s`` or held for ``hold_s``, so a session's final snapshot always goes
-out. The global deliveries budget is only an overload guard: when the sessions that
+for ``settle_s`` (2 ticks) or held for ``hold_s`` (5 ticks), so a session's final
+snapshot always goes out and an answer outside the top 10 is on every client within
+a few ticks. The global deliveries budget is only an overload guard: when the sessions that
 broadcast in the last second would together exceed it at one broadcast per tick,
 every session's tick is stretched by the same factor.
 
@@ -62,7 +63,7 @@ class SessionTicks:
         *,
         tick_s: float = 0.05,
         deliveries_per_s: float = 20_000,
-        hold_s: float = 1.0,
+        hold_s: float | None = None,
         settle_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -71,7 +72,7 @@ class SessionTicks:
         self.covered = covered
         self.tick_s = tick_s
         self.budget = max(deliveries_per_s, 1.0)
-        self.hold_s = hold_s
+        self.hold_s = 5 * tick_s if hold_s is None else hold_s
         self.settle_s = 2 * tick_s if settle_s is None else settle_s
         self.clock = clock
         self.sessions: dict[str, _Session] = {}
