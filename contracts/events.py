@@ -100,9 +100,11 @@ class JoinAck(Struct, kw_only=True):
     question: QuestionOpened | None = None
 
 
-class ErrorAck(Struct):
+class ErrorAck(Struct, omit_defaults=True):
     ok: bool
     error: str
+    # Present when the refusal is temporary: try the same call again after this long.
+    retry_after_ms: int | None = None
 
 
 # server -> room

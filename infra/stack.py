@@ -675,6 +675,44 @@ def granian(app: str, port: int, websockets: bool = False) -> list[str]:
     return [*args, app]
 
 
+def uvicorn(app: str, port: int) -> list[str]:
+    """The socket tier on uvicorn: the sans-io websockets implementation, no
+    per-message deflate (it compresses once per recipient), uvloop + httptools."""
+    return [
+        str(VENV_BIN / "uvicorn"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--ws",
+        "websockets-sansio",
+        "--ws-per-message-deflate",
+        "false",
+        "--ws-max-size",
+        str(1 << 20),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+        "--timeout-keep-alive",
+        "30",
+        app,
+    ]
+
+
+def sio_server(app: str, port: int) -> list[str]:
+    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = granian (default) or
+    uvicorn (see realtime_sio/README.md for what each costs per socket)."""
+    if os.environ.get("QUIZ_SIO_SERVER", "granian") == "uvicorn":
+        return uvicorn(app, port)
+    return granian(app, port, websockets=True)
+
+
 def service_specs(lay: Layout) -> list[tuple[str, list[str], str | None]]:
     """(name, argv, health URL) of every service process."""
     specs: list[tuple[str, list[str], str | None]] = []
@@ -710,7 +748,7 @@ def service_specs(lay: Layout) -> list[tuple[str, list[str], str | None]]:
         specs.append(
             (
                 f"sio-{i}",
-                granian("realtime_sio.app:app", p, websockets=True),
+                sio_server("realtime_sio.app:app", p),
                 f"http://127.0.0.1:{p}/socket.io/?EIO=4&transport=polling",
             )
         )

@@ -34,10 +34,40 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     in_flight: int = 0
     events: dict[str, int] = field(default_factory=dict)  # received, by event name
+    # Latency budget per hop (ms): the trace of each snapshot (once per session and
+    # version in this process) and, per receipt, the emit -> this client hop.
+    hops: dict[str, list[float]] = field(default_factory=dict)
+    traced: set[tuple[str, int]] = field(default_factory=set)
+
+    def on_trace(self, data: dict, t_wall: float) -> None:
+        trace = data.get("trace")
+        if not trace:
+            return
+        got = t_wall * 1000.0
+        _hop(self.hops, "emit_client", trace.get("emitted_ms", 0), got)
+        key = (data["session_id"], data["version"])
+        if key in self.traced:
+            return
+        self.traced.add(key)
+        acked = trace.get("acked_ms", 0)
+        for name, a, b in (
+            ("arrive_commit", trace.get("arrived_ms", 0), trace.get("committed_ms", 0)),
+            ("commit_produce", trace.get("committed_ms", 0), trace.get("produced_ms", 0)),
+            ("produce_ack", trace.get("produced_ms", 0), acked),
+            ("ack_read", acked or trace.get("produced_ms", 0), trace.get("read_ms", 0)),
+            ("read_emit", trace.get("read_ms", 0), trace.get("emitted_ms", 0)),
+            ("arrive_client", trace.get("arrived_ms", 0), got),
+        ):
+            _hop(self.hops, name, a, b)
 
     def error(self, what: str) -> None:
         if len(self.errors) < 20:
             self.errors.append(what)
+
+
+def _hop(hops: dict[str, list[float]], name: str, start: float, end: float) -> None:
+    if start > 0 and end > 0:
+        hops.setdefault(name, []).append(end - start)
 
 
 class Player:
@@ -94,6 +124,7 @@ class Player:
         ev[name] = ev.get(name, 0) + 1
         if name == "leaderboard":
             self.tracker.on_leaderboard(data, t_mono, t_wall)
+            self.stats.on_trace(data, t_wall)
         elif name == "question":
             if "server_time_ms" in data:
                 self.stats.question_lag_ms.append(t_wall * 1000.0 - data["server_time_ms"])

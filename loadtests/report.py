@@ -13,8 +13,78 @@ TARGETS = {
     "many-rooms": "answer->leaderboard p99 <= 100 ms, p50 <= 30 ms; 100% delivered; no disconnects",
     "stadium": "answer->leaderboard p99 <= 1.5 x bare room emit to as many clients",
     "spike": ">= 1,000 accepted answers/s; round trip p99 <= 150 ms; >= 0.3 x bare POST",
+    "stadium-5000": "every player finishes; answer->leaderboard p99 <= 1 s; question fan-out"
+    " p99 <= 500 ms",
     "memory": "<= 50 MB resident per 1,000 sockets in the socket.io tier",
+    "cpu": "<= 20 us of socket.io CPU per leaderboard delivery",
 }
+HOP_NAMES = {
+    "arrive_commit": "arrive -> commit",
+    "commit_produce": "commit -> produce",
+    "produce_ack": "produce -> Kafka ack",
+    "ack_read": "ack -> consumer read",
+    "read_emit": "read -> emitted",
+    "emit_client": "emitted -> at the client",
+}
+
+
+def a2l_budget_ms(name: str, d: dict) -> float | None:
+    """The answer->leaderboard p99 budget of a scenario (ms), None when it has none."""
+    if name == "many-rooms":
+        return 100.0
+    if name == "stadium" and d.get("bare_emit_last_client_p50_ms"):
+        return round(1.5 * d["bare_emit_last_client_p50_ms"], 1)
+    if name == "stadium-5000":
+        return 1000.0
+    return None
+
+
+def hop_verdict(r: dict, budget: float | None) -> str:
+    """Which hop breaks the budget (the largest p99 when the end-to-end p99 is over it)."""
+    hops = {h: (r.get("hops_ms", {}).get(h) or {}).get("p99") for h in HOP_NAMES}
+    known = {h: v for h, v in hops.items() if v is not None}
+    if not known:
+        return "no traces"
+    worst = max(known, key=lambda h: known[h])
+    p99 = r["answer_to_leaderboard_ms"]["p99"]
+    if budget is None or p99 is None:
+        return f"largest: {HOP_NAMES[worst]}"
+    if p99 <= budget:
+        return f"within budget; largest: {HOP_NAMES[worst]}"
+    return f"**{HOP_NAMES[worst]}** ({_f(known[worst])} of {_f(p99)} ms)"
+
+
+def hop_lines(result: dict, der: dict[str, dict]) -> list[str]:
+    """The latency budget per hop: p50 / p99 of each hop, and which one breaks it."""
+    lines = [
+        "",
+        "## Latency budget per hop (ms, p50 / p99)",
+        "",
+        "From the trace each `leaderboard` event carries (the newest answer behind the"
+        " snapshot: arrived, committed, produced, Kafka's append time, read and emitted by"
+        " the consumer), once per snapshot; `emitted -> at the client` per receipt."
+        " `arrive -> client` is the server-side start to the receipt. 0 = not recorded"
+        " (a hop without samples shows n/a).",
+        "",
+        "| scenario | "
+        + " | ".join(HOP_NAMES.values())
+        + " | arrive -> client | a2l p99 / budget | breaks the budget |",
+        "|---|" + "---|" * (len(HOP_NAMES) + 3),
+    ]
+    for name, r in result.get("scenarios", {}).items():
+        hops = r.get("hops_ms", {})
+        budget = a2l_budget_ms(name, der.get(name, {}))
+        cells = [
+            f"{_f((hops.get(h) or {}).get('p50'))} / {_f((hops.get(h) or {}).get('p99'))}"
+            for h in [*HOP_NAMES, "arrive_client"]
+        ]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {_f(r['answer_to_leaderboard_ms']['p99'])} / {_f(budget)}"
+            f" | {hop_verdict(r, budget)} |"
+        )
+    return lines
 
 
 def burst_rate(r: dict) -> float | None:
@@ -58,6 +128,19 @@ def derived(result: dict) -> dict[str, dict]:
             checks["a2l p50 <= 30 ms"] = _le(a2l["p50"], 30)
         if name == "stadium":
             checks["a2l p99 <= 1.5 x bare emit"] = _le(d["a2l_p99_vs_bare_emit"], 1.5)
+            checks["a2l p50 <= 0.7 x bare emit"] = _le(ratio(a2l["p50"], emit_last), 0.7)
+        if name == "many-rooms":
+            checks["0 failed joins"] = r.get("players_failed", 0) == 0
+        if name == "stadium-5000":
+            checks["a2l p99 <= 1 s"] = _le(a2l["p99"], 1000)
+            checks["question fan-out p99 <= 500 ms"] = _le(r["question_fanout_lag_ms"]["p99"], 500)
+            ended = r.get("events_received_by_name", {}).get("session_ended", 0)
+            checks["every player finished"] = (
+                r.get("players_failed", 0) == 0 and ended >= r["players_connected"]
+            )
+        sio_us = (r.get("cpu_per_unit") or {}).get("sio_us_per_delivery")
+        if sio_us is not None and r["players_connected"] >= 500:
+            checks["<= 20 us socket.io CPU per delivery"] = _le(sio_us, 20)
         if name == "spike":
             checks[">= 1000 answers/s"] = None if rate is None else rate >= 1000
             checks["rtt p99 <= 150 ms"] = _le(r["answer_rtt_ms"]["p99"], 150)
@@ -178,18 +261,21 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
         "## Scenarios",
         "",
         "| scenario | players (sessions) | answers accepted | answers/s | round trip p50/p95/p99"
-        " ms | answer->leaderboard p50/p95/p99 ms (timed) | events delivered/expected |"
+        " ms | answer->leaderboard p50/p95/p99 ms (timed) | same, answers that entered the"
+        " top 10 | events delivered/expected |"
         " broadcasts /session/s | disconnects | socket.io RSS MB per 1000 sockets"
         " (total / added) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result.get("scenarios", {}).items():
         d = der[name]
         a2l = r["answer_to_leaderboard_ms"]
+        top10 = r.get("answer_to_leaderboard_top10_ms") or {}
         lines.append(
             f"| {name} | {r['players_connected']} ({r['config']['sessions']}) |"
             f" {r['answers_accepted']}/{r['answers_sent']} | {_f(d['answers_per_s'])} |"
             f" {_trip(r['answer_rtt_ms'])} | {_trip(a2l)} ({a2l['count']}) |"
+            f" {_trip(top10)} ({top10.get('count', 0)}) |"
             f" {r['leaderboard_events_delivered']}/{r['leaderboard_events_expected']}"
             f" ({_f(r['leaderboard_delivery_pct'])}%) | {_f(r['broadcasts_per_session_per_s'])}"
             f" | {r['disconnects']} | {_f(r.get('sio_rss_mb_per_1000_sockets'))} /"
@@ -218,7 +304,7 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
         )
     lines += [
         "",
-        "Targets (issue 7): " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()),
+        "Targets (issues 7 and 11): " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()),
         "",
         "## CPU per process (% of one core, during play)",
         "",
@@ -237,6 +323,7 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
             )
             + " |"
         )
+    lines += hop_lines(result, der)
     lines += unit_cost_lines(result)
     lines += [
         "",
@@ -352,6 +439,14 @@ def summary_text(result: dict, der: dict[str, dict]) -> str:
             f" ms  a2l p50/p99 {_f(a2l['p50'])}/{_f(a2l['p99'])} ms  events"
             f" {_f(r['leaderboard_delivery_pct'])}%  "
             + ("all checks met" if not failed else "MISSED: " + ", ".join(failed))
+        )
+        top10 = r.get("answer_to_leaderboard_top10_ms") or {}
+        lines.append(
+            f"{'':11} top-10 answers a2l p50/p99 {_f(top10.get('p50'))}/{_f(top10.get('p99'))}"
+            f" ms; players in {_f(r.get('join_s'))} s; question fan-out p99"
+            f" {_f(r['question_fanout_lag_ms']['p99'])} ms; socket.io"
+            f" {_f((r.get('cpu_per_unit') or {}).get('sio_us_per_delivery'))} us/delivery;"
+            f" hops: {hop_verdict(r, a2l_budget_ms(name, d))}"
         )
     return "\n".join(lines)
 

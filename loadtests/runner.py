@@ -30,6 +30,17 @@ from loadtests.stats import summary
 
 Say = Callable[[str], None]
 
+# The hops of an answer, in order (contracts.HopTrace; emit_client from each receipt).
+HOPS = (
+    "arrive_commit",
+    "commit_produce",
+    "produce_ack",
+    "ack_read",
+    "read_emit",
+    "emit_client",
+    "arrive_client",
+)
+
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
@@ -65,6 +76,7 @@ async def run_scenario(
                 last_say[0] = time.monotonic()
                 say(f"  {sc.name}: {sum(progress)}/{sc.players} players connected")
 
+        t_join = time.monotonic()
         ready = await pool.ask(
             "players",
             "ready",
@@ -74,6 +86,7 @@ async def run_scenario(
             port=port,
             scenario=sc.as_dict(),
         )
+        join_s = time.monotonic() - t_join
         connected = sum(r["ready"] for r in ready)
         failures = [f for r in ready for f in r["failures"]]
         say(
@@ -108,7 +121,9 @@ async def run_scenario(
             for s, vs in r["versions"].items():
                 union.setdefault(s, set()).update(vs)
         results = await pool.ask("audit", "result", union={s: sorted(v) for s, v in union.items()})
-        return merge(sc, results, ready, union, t_setup, t_play_end - t_play, len(sessions))
+        out = merge(sc, results, ready, union, t_setup, t_play_end - t_play, len(sessions))
+        out["join_s"] = round(join_s, 1)
+        return out
     finally:
         host.close()
 
@@ -216,6 +231,13 @@ def merge(
         "bursts": bursts,
         "answer_rtt_ms": summary(x for r in results for x in r["rtt_ms"]),
         "answer_to_leaderboard_ms": summary(x for r in results for x in r["a2l_ms"]),
+        "answer_to_leaderboard_top10_ms": summary(
+            x for r in results for x in r.get("a2l_visible_ms", [])
+        ),
+        "hops_ms": {
+            hop: summary(x for r in results for x in r.get("hops_ms", {}).get(hop, []))
+            for hop in HOPS
+        },
         "answer_to_leaderboard": outcome,
         "leaderboard_events_delivered": delivered,
         "leaderboard_events_expected": expected,

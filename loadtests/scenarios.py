@@ -118,6 +118,16 @@ SCENARIOS: dict[str, Scenario] = {
             answer_after_s=(2.0, 8.0),
         ),
         Scenario(
+            "stadium-5000",
+            "live",
+            players=5000,
+            sessions=1,
+            questions=3,
+            time_limit_s=10,
+            answer_after_s=(0.3, 9.0),
+            note="the moonshot: one live game of 5,000 players on this one machine",
+        ),
+        Scenario(
             "spike",
             "live",
             players=2000,

@@ -38,6 +38,7 @@ class _Pending:
     t_sent: float
     version: int  # > 0: match by version; 0: match by score
     score: int
+    visible: bool = True  # the reply put the player in the top 10 (the board shows it)
 
 
 @dataclass(slots=True)
@@ -57,6 +58,9 @@ class LeaderboardTracker:
     ack_version: int = 0
     events: list[Received] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    # The subset of answers whose reply ranked the player in the top 10: the ones
+    # that change what the board shows (the others ride with a later snapshot).
+    visible_ms: list[float] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
     by_method: dict[str, int] = field(default_factory=lambda: {"version": 0, "score": 0})
     skipped: int = 0  # accepted answers the score method cannot measure (wrong, or rank > 10)
@@ -76,7 +80,7 @@ class LeaderboardTracker:
             still = []
             for p in self.pending:
                 if _reflects(ev, p):
-                    self.latencies_ms.append((t_mono - p.t_sent) * 1000.0)
+                    self._timed(p, (t_mono - p.t_sent) * 1000.0)
                 else:
                     still.append(p)
             self.pending = still
@@ -88,14 +92,19 @@ class LeaderboardTracker:
         if version <= 0 and not (reply.get("points", 0) > 0 and reply.get("rank", 99) <= 10):
             self.skipped += 1
             return
-        p = _Pending(t_sent, version, score)
+        p = _Pending(t_sent, version, score, int(reply.get("rank") or 99) <= 10)
         self.by_method["version" if version > 0 else "score"] += 1
         # The event may have come before the reply: look at what arrived since t_sent.
         for ev in self.events:
             if ev.t_mono >= t_sent and _reflects(ev, p):
-                self.latencies_ms.append((ev.t_mono - t_sent) * 1000.0)
+                self._timed(p, (ev.t_mono - t_sent) * 1000.0)
                 return
         self.pending.append(p)
+
+    def _timed(self, p: _Pending, ms: float) -> None:
+        self.latencies_ms.append(ms)
+        if p.visible:
+            self.visible_ms.append(ms)
 
     def outcome(self) -> dict[str, int]:
         """Counts: expected, delivered, missing, displaced (see the module docstring)."""

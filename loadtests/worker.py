@@ -164,6 +164,8 @@ class Worker:
             rtt_ms=st.rtt_ms,
             replies_wall=st.replies_wall,
             a2l_ms=[x for p in self.players for x in p.tracker.latencies_ms],
+            a2l_visible_ms=[x for p in self.players for x in p.tracker.visible_ms],
+            hops_ms=st.hops,
             outcome=outcome,
             events_delivered=delivered,
             events_expected=expected,

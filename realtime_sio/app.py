@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,8 +24,9 @@ import socketio
 
 from contracts import ErrorAck, JoinAck, JoinRoom, LeaveRoom, RoomLeaderboard, to_payload
 from realtime_sio import jsonmsg
+from realtime_sio.fanout import LeanRedisManager
 from realtime_sio.limits import ConnectionCap, EventRateLimit
-from realtime_sio.session_view import session_view
+from realtime_sio.session_view import read_join, session_view
 from services.common import db, metrics
 from services.common.auth import AuthError, Caller, verifier
 from services.common.logs import setup_logging
@@ -32,17 +34,17 @@ from services.common.redis import close_redis, get_redis
 from services.common.rooms import room_name
 from services.common.settings import get_settings
 from services.leaderboard import board
-from services.leaderboard.access import NotAParticipant, UnknownSession, session_role
+from services.leaderboard.access import NotAParticipant, UnknownSession, role_from_postgres
+from services.leaderboard.rebuild import parse_session_id
 
 setup_logging()
 log = logging.getLogger("quizrt.sio")
 settings = get_settings()
 
+manager = LeanRedisManager(settings.redis_url, channel=settings.sio_channel, json=jsonmsg)
 sio = socketio.AsyncServer(
     async_mode="asgi",
-    client_manager=socketio.AsyncRedisManager(
-        settings.redis_url, channel=settings.sio_channel, json=jsonmsg
-    ),
+    client_manager=manager,
     json=jsonmsg,
     # Token auth, no cookies: nothing for a cross-origin page to abuse, so no Origin check.
     cors_allowed_origins=[],
@@ -56,8 +58,16 @@ rate_limit = EventRateLimit(settings.sio_events_per_second)
 Handler = Callable[..., Awaitable[dict[str, Any]]]
 
 
-def _error(message: str) -> dict[str, Any]:
-    return to_payload(ErrorAck(ok=False, error=message))
+# Temporary refusals say when to try again (with jitter, so a storm spreads out).
+RETRY_AFTER_MS = 500
+
+
+def _error(message: str, retry_after_ms: int | None = None) -> dict[str, Any]:
+    return to_payload(ErrorAck(ok=False, error=message, retry_after_ms=retry_after_ms))
+
+
+def _retry_later(message: str, base_ms: int = RETRY_AFTER_MS) -> dict[str, Any]:
+    return _error(message, base_ms + random.randrange(base_ms))
 
 
 def client_event(handler: Handler) -> Handler:
@@ -66,12 +76,12 @@ def client_event(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapped(sid: str, *args: Any) -> dict[str, Any]:
         if not rate_limit.allow(sid):
-            return _error("rate limited")
+            return _retry_later("rate limited", int(1000 / rate_limit.rate))
         try:
             return await handler(sid, *args)
         except Exception:
             log.exception("%s failed", handler.__name__)
-            return _error("temporarily unavailable, retry")
+            return _retry_later("temporarily unavailable, retry")
 
     return wrapped
 
@@ -100,6 +110,7 @@ async def connect(sid: str, environ: dict, auth: Any = None) -> None:
 
 @sio.event
 async def disconnect(sid: str, reason: Any = None) -> None:
+    manager.release(sid)
     connections.release(sid)
     rate_limit.forget(sid)
 
@@ -122,22 +133,34 @@ async def join(sid: str, *args: Any) -> dict[str, Any]:
         msg: JoinRoom = _payload(JoinRoom, args)
     except ValueError as e:
         return _error(f"invalid payload: {e}")
+    if parse_session_id(msg.session_id) is None:
+        return _error("unknown session")
     caller: Caller = (await sio.get_session(sid))["caller"]
     redis = get_redis()
+    room = room_name(msg.session_id)
+    # Enter before reading, so no change falls between the snapshot and the room's
+    # events (an older event arriving after the ack is dropped by its version); the
+    # room's events wait for the socket until the read says it may be there.
+    already = room in sio.rooms(sid)
+    manager.hold(sid)
+    admitted = False
     try:
-        role = await session_role(redis, msg.session_id, caller.user_id)
+        await sio.enter_room(sid, room)
+        got = await read_join(redis, msg.session_id, caller.user_id)  # one round trip
+        role = got.role or await role_from_postgres(msg.session_id, caller.user_id)
+        snap = got.snapshot or await board.top(redis, msg.session_id)
+        view = got.view or await session_view(redis, msg.session_id)
+        if view is None:
+            raise UnknownSession(msg.session_id)
+        admitted = True
     except UnknownSession:
         return _error("unknown session")
     except NotAParticipant:
         return _error("not a participant of this session: join it first")
-    # Enter before reading, so no change falls between the snapshot and the room's
-    # events (an older event arriving after the ack is dropped by its version).
-    await sio.enter_room(sid, room_name(msg.session_id))
-    snap = await board.top(redis, msg.session_id)
-    view = await session_view(redis, msg.session_id)
-    if view is None:
-        await sio.leave_room(sid, room_name(msg.session_id))
-        return _error("unknown session")
+    finally:
+        if not admitted and not already:
+            await sio.leave_room(sid, room)
+        manager.release(sid, drop_room=None if admitted or already else room)
     return to_payload(
         JoinAck(
             ok=True,
@@ -165,7 +188,7 @@ async def leave(sid: str, *args: Any) -> dict[str, Any]:
 @sio.on("*")
 async def unknown_event(event: str, sid: str, *args: Any) -> dict[str, Any]:
     if not rate_limit.allow(sid):
-        return _error("rate limited")
+        return _retry_later("rate limited", int(1000 / rate_limit.rate))
     return _error(f"unknown event {event!r}")
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import msgspec
 from redis.asyncio import Redis
 
-from contracts import QuestionOpened, State
+from contracts import LeaderboardSnapshot, QuestionOpened, State
 from services.common import db
-from services.common.ranking import now_ms
+from services.common.ranking import SNAPSHOT_LUA_FUNCTION, now_ms, parse_snapshot, snapshot_keys
 from services.common.redis import session_key
+from services.leaderboard.access import SessionRole, role_from_redis
 from services.leaderboard.rebuild import parse_session_id
 
 
@@ -33,21 +34,60 @@ where s.id = $1
 """
 
 
+_VIEW_FIELDS = ["state", "mode", "question", "deadline_ms"]
+
+
 async def session_view(redis: Redis, session_id: str) -> SessionView | None:
     """The session's state, mode and (live, running) open question; None if unknown."""
-    cached = await redis.hmget(
-        session_key(session_id), ["state", "mode", "question", "deadline_ms"]
-    )
-    state, mode, question, deadline = (_s(v) if v is not None else None for v in cached)
+    cached = await redis.hmget(session_key(session_id), _VIEW_FIELDS)
     now = now_ms()
-    if state in ("lobby", "running", "ended") and mode and question is not None:
-        view = SessionView(state=state, mode=mode)  # type: ignore[arg-type]
-        # The quiz service keeps the open live question (never its answer) in the hash.
-        if mode == "live" and state == "running" and question and int(deadline or 0) > now:
-            view.question = msgspec.json.decode(question, type=QuestionOpened)
-            view.question.server_time_ms = now
-        return view
-    return await _session_view_from_postgres(session_id, now)
+    return _view_from_cache(cached, now) or await _session_view_from_postgres(session_id, now)
+
+
+def _view_from_cache(cached: list, now: int) -> SessionView | None:
+    """The view from the session hash's fields; None when Redis does not have it whole."""
+    state, mode, question, deadline = (_s(v) if v is not None else None for v in cached)
+    if not (state in ("lobby", "running", "ended") and mode and question is not None):
+        return None
+    view = SessionView(state=state, mode=mode)  # type: ignore[arg-type]
+    # The quiz service keeps the open live question (never its answer) in the hash.
+    if mode == "live" and state == "running" and question and int(deadline or 0) > now:
+        view.question = msgspec.json.decode(question, type=QuestionOpened)
+        view.question.server_time_ms = now
+    return view
+
+
+class JoinRead(msgspec.Struct):
+    """What a ``join`` needs, as Redis has it; None parts are asked for the slow way."""
+
+    role: SessionRole | None
+    snapshot: LeaderboardSnapshot | None
+    view: SessionView | None
+
+
+# The caller's role, the board's snapshot and the session view in one script call:
+# one round trip for a join (all keys share the session's hash tag: one slot).
+_JOIN_LUA = (
+    SNAPSHOT_LUA_FUNCTION
+    + """
+local host = redis.call('HGET', KEYS[4], 'host_id')
+local member = redis.call('HEXISTS', KEYS[3], ARGV[2])
+local view = redis.call('HMGET', KEYS[4], 'state', 'mode', 'question', 'deadline_ms')
+return {host, member, view, snapshot(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]))}
+"""
+)
+
+
+async def read_join(redis: Redis, session_id: str, user_id: str, limit: int = 10) -> JoinRead:
+    """Role, snapshot and view of a join in one Redis round trip (EVAL: no SCRIPT EXISTS)."""
+    host, member, cached, snap = await redis.eval(  # type: ignore[misc]
+        _JOIN_LUA, 4, *snapshot_keys(session_id), session_key(session_id), limit, user_id
+    )
+    return JoinRead(
+        role=role_from_redis(host, member, user_id),
+        snapshot=parse_snapshot(session_id, snap),
+        view=_view_from_cache(cached, now_ms()),
+    )
 
 
 async def _session_view_from_postgres(session_id: str, now: int) -> SessionView | None:

@@ -9,12 +9,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import msgspec
 import pytest
 
 from contracts import ScoreChange, decode_top10
-from services.common.kafka import EventProducer, make_consumer
+from services.common.kafka import make_consumer
 from services.common.ranking import read_snapshots
 from services.common.redis import (
     ALIVE_KEY,
@@ -25,21 +24,15 @@ from services.common.redis import (
 )
 from services.common.settings import get_settings
 from tests.conftest import Api
-from tests.test_realtime_support import Board, Session
+from tests.test_realtime_support import Board, Session, open_board
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
 async def board() -> AsyncIterator[Board]:
-    pool = await asyncpg.create_pool(get_settings().database_url, min_size=1, max_size=4)
-    producer = EventProducer()
-    await producer.start()
-    try:
-        yield Board(pool, producer)
-    finally:
-        await producer.stop()
-        await pool.close()
+    async with open_board() as b:
+        yield b
 
 
 async def new_session(api: Api, board: Board, n: int) -> Session:

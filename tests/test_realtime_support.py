@@ -10,9 +10,11 @@ records every ``leaderboard`` event with the time it arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,19 @@ class Session:
 
     def user(self, i: int) -> str:
         return self.players[i]["user"]["id"]
+
+
+@contextlib.asynccontextmanager
+async def open_board(pool_size: int = 4) -> AsyncIterator[Board]:
+    """A ``Board`` with its own PostgreSQL pool and Kafka producer (closed after)."""
+    pool = await asyncpg.create_pool(get_settings().database_url, min_size=1, max_size=pool_size)
+    producer = EventProducer()
+    await producer.start()
+    try:
+        yield Board(pool, producer)
+    finally:
+        await producer.stop()
+        await pool.close()
 
 
 class Board:

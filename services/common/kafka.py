@@ -105,7 +105,12 @@ async def create_topics(settings: Settings | None = None) -> None:
     try:
         topics = [
             NewTopic(
-                s.topic_score_change, num_partitions=s.score_change_partitions, replication_factor=1
+                s.topic_score_change,
+                num_partitions=s.score_change_partitions,
+                replication_factor=1,
+                # The broker stamps each record when it appends it: the consumer reads
+                # that as the moment Kafka acknowledged the answer (hop trace).
+                topic_configs={"message.timestamp.type": "LogAppendTime"},
             ),
             NewTopic(
                 s.topic_top10,

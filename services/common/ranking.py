@@ -112,19 +112,49 @@ def _s(v: bytes | str) -> str:
 # One session's snapshot in one atomic step: version, top N with scores, player
 # count and the nicknames of the top N. A script (not MULTI) so that several
 # sessions can share one pipelined round trip and each stays on its own cluster slot.
-_SNAPSHOT_LUA = """
-local ver = redis.call('GET', KEYS[1])
-if not ver then return false end
-local top = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
-local players = redis.call('ZCARD', KEYS[2])
-local names = {}
-if #top > 0 then
-  local ids = {}
-  for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
-  names = redis.call('HMGET', KEYS[3], unpack(ids))
+# SNAPSHOT_LUA_FUNCTION is the function alone, for scripts that read more (the join).
+SNAPSHOT_LUA_FUNCTION = """
+local function snapshot(vkey, zkey, nkey, limit)
+  local ver = redis.call('GET', vkey)
+  if not ver then return false end
+  local top = redis.call('ZREVRANGE', zkey, 0, limit - 1, 'WITHSCORES')
+  local players = redis.call('ZCARD', zkey)
+  local names = {}
+  if #top > 0 then
+    local ids = {}
+    for i = 1, #top, 2 do ids[#ids + 1] = top[i] end
+    names = redis.call('HMGET', nkey, unpack(ids))
+  end
+  return {ver, players, top, names}
 end
-return {ver, players, top, names}
 """
+_SNAPSHOT_LUA = (
+    SNAPSHOT_LUA_FUNCTION + "return snapshot(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]))"
+)
+
+
+def snapshot_keys(session_id: str) -> list[str]:
+    """The keys ``SNAPSHOT_LUA_FUNCTION`` reads, in its argument order."""
+    return [board_version_key(session_id), board_key(session_id), board_names_key(session_id)]
+
+
+def parse_snapshot(session_id: str, res: list | None) -> LeaderboardSnapshot | None:
+    """A snapshot from the script's reply; None when the board is missing in Redis."""
+    if not res:
+        return None
+    version, players, flat, names = res
+    entries = [
+        LeaderboardEntry(
+            rank=i + 1,
+            user_id=_s(flat[2 * i]),
+            nickname=_s(names[i]) if names[i] else "",
+            score=points_of(float(flat[2 * i + 1])),
+        )
+        for i in range(len(flat) // 2)
+    ]
+    return LeaderboardSnapshot(
+        session_id=session_id, version=int(version), players=int(players), entries=entries
+    )
 
 
 async def read_snapshots(
@@ -138,28 +168,6 @@ async def read_snapshots(
     script = redis.register_script(_SNAPSHOT_LUA)
     pipe = redis.pipeline(transaction=False)
     for sid in session_ids:
-        await script(
-            keys=[board_version_key(sid), board_key(sid), board_names_key(sid)],
-            args=[max(limit, 1)],
-            client=pipe,
-        )
+        await script(keys=snapshot_keys(sid), args=[max(limit, 1)], client=pipe)
     results = await pipe.execute()
-    out: dict[str, LeaderboardSnapshot | None] = {}
-    for sid, res in zip(session_ids, results, strict=True):
-        if not res:
-            out[sid] = None
-            continue
-        version, players, flat, names = res
-        entries = [
-            LeaderboardEntry(
-                rank=i + 1,
-                user_id=_s(flat[2 * i]),
-                nickname=_s(names[i]) if names[i] else "",
-                score=points_of(float(flat[2 * i + 1])),
-            )
-            for i in range(len(flat) // 2)
-        ]
-        out[sid] = LeaderboardSnapshot(
-            session_id=sid, version=int(version), players=int(players), entries=entries
-        )
-    return out
+    return {sid: parse_snapshot(sid, res) for sid, res in zip(session_ids, results, strict=True)}

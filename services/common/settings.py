@@ -37,11 +37,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     sio_max_connections: int = 20000
     sio_events_per_second: int = 20
-    # Room deliveries per second the leaderboard consumer aims for (a broadcast to a
-    # room of N players is N deliveries). The socket.io tier of the bench machine
-    # delivered 7-15k/s; staying under it keeps answer-to-leaderboard latency low
-    # because the consumer then coalesces more answers into each broadcast.
-    leaderboard_deliveries_per_s: int = 4000
+    # The leaderboard consumer sends each changed session its newest snapshot at most
+    # once per tick, sessions independently.
+    leaderboard_tick_ms: int = 50
+    # Overload guard only: room deliveries per second (a broadcast to a room of N
+    # players is N deliveries) past which every session's tick is stretched evenly.
+    leaderboard_deliveries_per_s: int = 20000
     # Port of this process's Prometheus /metrics on 127.0.0.1 (0 = none); the stack
     # gives every process its own.
     metrics_port: int = 0

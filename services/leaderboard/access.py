@@ -35,10 +35,28 @@ async def session_role(redis: Redis, session_id: str, user_id: str) -> SessionRo
     pipe.hget(session_key(session_id), "host_id")
     pipe.hexists(board_names_key(session_id), user_id)
     host_id, is_player = await pipe.execute()
+    cached = role_from_redis(host_id, is_player, user_id)
+    if cached is not None:
+        return cached
+    return await role_from_postgres(session_id, user_id)
+
+
+def role_from_redis(
+    host_id: bytes | str | None, is_player: object, user_id: str
+) -> SessionRole | None:
+    """The role Redis shows (the session hash's host, the board's names); None: ask PostgreSQL."""
     if host_id is not None and _s(host_id) == user_id:
         return "host"
     if is_player:
         return "player"
+    return None
+
+
+async def role_from_postgres(session_id: str, user_id: str) -> SessionRole:
+    """The caller's role from PostgreSQL; raises UnknownSession or NotAParticipant."""
+    sid = parse_session_id(session_id)
+    if sid is None:
+        raise UnknownSession(session_id)
     async with db.connection() as conn:
         row = await conn.fetchrow(
             "select s.host_id, exists(select 1 from session_player p"

@@ -2,15 +2,22 @@
 
     python -m services.leaderboard.consumer
 
-One member of the consumer group ``settings.consumer_group``. Each loop takes
-whatever SCORE_CHANGE records are there now (``getmany``: no fixed delay, and a
-burst arrives as one batch), groups them by session, publishes one snapshot per
-touched session (``publish.SnapshotPublisher``) and only then commits the
-offsets: at-least-once, and every write is idempotent, so a crash re-sends at
-most a fresh snapshot. A failed batch is retried from the same records after a
-short backoff and never committed half-done. Beside the loop, a watcher keeps
-Redis whole (``rebuild``): dirty boards and a Redis that lost its data are
-rebuilt from PostgreSQL.
+One member of the consumer group ``settings.consumer_group``. The loop takes
+whatever SCORE_CHANGE records are there now (``getmany``: no fixed delay) and marks
+each session they touch as changed; ``ticks.SessionTicks`` then sends every changed
+session its newest snapshot at most once per tick, each session on its own
+(``publish.SnapshotPublisher``: one Redis read, one room event, one TOP_10 record).
+Offsets are committed only once every session of a batch has published a snapshot
+read after the batch arrived (``ticks.OffsetLedger``): at-least-once, and every
+write is idempotent, so a crash re-sends at most a fresh snapshot. Failed publishes
+are retried per session with backoff. Beside the loop, a watcher keeps Redis whole
+(``rebuild``): dirty boards and a Redis that lost its data are rebuilt from
+PostgreSQL and their sessions marked changed.
+
+Each snapshot carries the hop trace of the newest answer behind it
+(``contracts.HopTrace``: arrived, committed, produced from SCORE_CHANGE; acked from
+the record's broker append time; read; emitted), and the consumer's hops go to its
+Prometheus histograms.
 """
 
 from __future__ import annotations
@@ -20,16 +27,16 @@ import contextlib
 import logging
 import os
 import signal
-import time
 
 import msgspec
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from contracts import decode_score_change
+from contracts import HopTrace, decode_score_change
 from services.common import db, metrics
 from services.common.kafka import EventProducer, make_consumer
 from services.common.logs import setup_logging
+from services.common.ranking import now_ms
 from services.common.redis import close_redis, get_redis
 from services.common.rooms import get_emitter
 from services.common.settings import get_settings
@@ -39,10 +46,10 @@ from services.leaderboard.rebuild import (
     rebuild_dirty_boards,
     rebuild_if_redis_lost,
 )
+from services.leaderboard.ticks import OffsetLedger, SessionTicks
 
 log = logging.getLogger("quizrt.leaderboard.consumer")
 
-BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
 WATCH_INTERVAL_S = 1.0
 
@@ -61,10 +68,16 @@ class _Assignment(ConsumerRebalanceListener):
         self.joined.set()
 
 
-def sessions_of(records: list) -> set[str]:
-    """Session ids named by a batch of SCORE_CHANGE records; malformed ones are logged
-    and skipped (a bad record must never stop the loop)."""
-    sessions: set[str] = set()
+LOG_APPEND_TIME = 1  # aiokafka's timestamp_type of a broker-stamped record
+MAX_OUTSTANDING_BATCHES = 500  # stop fetching while this many await their snapshots
+
+
+def newest_traces(records: list, read_ms: int) -> dict[str, HopTrace]:
+    """The hop trace of each session's newest answer in a batch of SCORE_CHANGE records.
+
+    Malformed records are logged and skipped (a bad record must never stop the loop).
+    """
+    out: dict[str, HopTrace] = {}
     for rec in records:
         try:
             event = decode_score_change(rec.value)
@@ -78,8 +91,18 @@ def sessions_of(records: list) -> set[str]:
                 "skipping SCORE_CHANGE with bad session id at %s/%s", rec.partition, rec.offset
             )
             continue
-        sessions.add(event.session_id)
-    return sessions
+        acked = rec.timestamp if rec.timestamp_type == LOG_APPEND_TIME else 0
+        metrics.observe_ms("ack_read", acked or event.produced_ms, read_ms)
+        seen = out.get(event.session_id)
+        if seen is None or event.answered_ms >= seen.arrived_ms:
+            out[event.session_id] = HopTrace(
+                arrived_ms=event.answered_ms,
+                committed_ms=event.committed_ms,
+                produced_ms=event.produced_ms,
+                acked_ms=acked,
+                read_ms=read_ms,
+            )
+    return out
 
 
 class LeaderboardConsumer:
@@ -88,6 +111,9 @@ class LeaderboardConsumer:
         self.stopping = asyncio.Event()
         self.producer = EventProducer()
         self.publisher: SnapshotPublisher | None = None
+        self.ticks: SessionTicks | None = None
+        self.ledger = OffsetLedger()
+        self.seq = 0
         # Static membership: a restarted process takes its partitions back at once
         # instead of waiting for the group to time the old member out.
         name = os.environ.get("QUIZ_PROCESS_NAME")
@@ -104,6 +130,13 @@ class LeaderboardConsumer:
         await self.producer.start()
         self.publisher = SnapshotPublisher(
             get_redis(), self.producer, get_emitter(), self.settings.topic_top10
+        )
+        self.ticks = SessionTicks(
+            self.publisher.read,
+            self.publisher.send,
+            self.ledger.covered,
+            tick_s=max(self.settings.leaderboard_tick_ms, 1) / 1000,
+            deliveries_per_s=self.settings.leaderboard_deliveries_per_s,
         )
         self.consumer.subscribe([self.settings.topic_score_change], listener=self.assignment)
         await self.consumer.start()
@@ -125,6 +158,7 @@ class LeaderboardConsumer:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await self.ticks.stop()
             await self.consumer.stop()
             await self.producer.stop()
             await close_redis()
@@ -132,76 +166,50 @@ class LeaderboardConsumer:
             log.info("consumer stopped")
 
     async def _loop(self) -> None:
+        assert self.ticks is not None
+        tick_ms = max(self.settings.leaderboard_tick_ms, 1)
         while not self.stopping.is_set():
+            if len(self.ledger) >= MAX_OUTSTANDING_BATCHES:
+                # Publishing is behind (Redis or Kafka trouble): let it catch up first.
+                await asyncio.sleep(tick_ms / 1000)
+                await self._commit_ready()
+                continue
             try:
-                batch = await self.consumer.getmany(timeout_ms=500)
+                batch = await self.consumer.getmany(timeout_ms=tick_ms)
             except KafkaError as e:
                 log.warning("fetch failed (%s); retrying", e)
                 await asyncio.sleep(BACKOFF_MAX_S)
                 continue
-            if not batch:
-                continue
-            started = time.monotonic()
-            records = [r for recs in batch.values() for r in recs]
-            offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
-            if not await self._publish_until_done(sessions_of(records)):
-                return  # stopping: leave the batch uncommitted for the next owner
-            try:
-                await self.consumer.commit(offsets)
-            except (CommitFailedError, KafkaError) as e:
-                # A rebalance took the partitions: their new owner redoes the batch.
-                log.warning("commit failed (%s); the batch will be redelivered", e)
-            await self._pace(started)
-
-    async def _pace(self, started: float) -> None:
-        """Keep room deliveries near the budget (settings.leaderboard_deliveries_per_s).
-
-        A broadcast to a room of N players costs N deliveries in the socket.io tier.
-        Past its capacity events queue there and every client lags, so after a batch
-        that caused D deliveries the next fetch waits until D / budget seconds have
-        passed: answers arriving meanwhile are coalesced into the next snapshot. Small
-        rooms are not slowed (30 players: under 10 ms); a stadium of 1,000 gets about
-        four snapshots a second instead of one per answer batch.
-        """
-        assert self.publisher is not None
-        budget = max(self.settings.leaderboard_deliveries_per_s, 1)
-        wait = self.publisher.last_deliveries / budget - (time.monotonic() - started)
-        if wait > 0.001:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), min(wait, 1.0))
-
-    async def _publish_until_done(self, sessions: set[str]) -> bool:
-        """Publish the batch, retrying with backoff; False when asked to stop first."""
-        assert self.publisher is not None
-        backoff = BACKOFF_MIN_S
-        while True:
-            try:
-                await self.publisher.publish(sessions)
-                return True
-            except Exception as e:
-                log.warning(
-                    "publishing %d sessions failed (%s: %s); retrying in %.1fs",
-                    len(sessions),
-                    type(e).__name__,
-                    e,
-                    backoff,
+            if batch:
+                self.seq += 1
+                traces = newest_traces([r for recs in batch.values() for r in recs], now_ms())
+                self.ledger.add(
+                    self.seq, {tp: recs[-1].offset + 1 for tp, recs in batch.items()}, set(traces)
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), backoff)
-            if self.stopping.is_set():
-                return False
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+                for sid, trace in traces.items():
+                    self.ticks.mark(sid, self.seq, trace)
+            await self._commit_ready()
+
+    async def _commit_ready(self) -> None:
+        offsets = self.ledger.ready()
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as e:
+            # A rebalance took the partitions: their new owner redoes those records.
+            log.warning("commit failed (%s); those records will be redelivered", e)
 
     async def _watch_redis(self) -> None:
-        """Every second: rebuild boards that are dirty or lost, and publish them."""
-        assert self.publisher is not None
+        """Every second: rebuild boards that are dirty or lost, and mark them changed."""
         redis = get_redis()
         while True:
             try:
                 rebuilt = await rebuild_if_redis_lost(redis)
                 rebuilt += await rebuild_dirty_boards(redis)
-                if rebuilt:
-                    await self.publisher.publish(rebuilt)
+                if self.ticks is not None:
+                    for sid in rebuilt:
+                        self.ticks.mark(sid)
             except Exception as e:
                 log.warning("keeping Redis whole failed (%s: %s); retrying", type(e).__name__, e)
             await asyncio.sleep(WATCH_INTERVAL_S)

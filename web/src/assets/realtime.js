@@ -51,9 +51,15 @@ export function openRoom(api, sessionId, handlers) {
         return;
       }
       if (ack && ack.ok === false) {
-        // "rate limited" / "temporarily unavailable, retry": try again; anything
-        // else (unknown session, not a participant) is final.
-        if (/retry|rate limit/i.test(ack.error || "")) setTimeout(() => socket.connected && join(), 1000);
+        // A temporary refusal says when to try again (`retry_after_ms`, spread by
+        // the server); older servers only said "retry" / "rate limited" in the text.
+        // Anything else (unknown session, not a participant) is final.
+        const after = Number.isFinite(ack.retry_after_ms)
+          ? ack.retry_after_ms
+          : /retry|rate limit/i.test(ack.error || "")
+            ? 1000
+            : null;
+        if (after !== null) setTimeout(() => socket.connected && join(), Math.max(after, 50));
         else handlers.refused?.(ack.error || "refused");
       } else handlers.joined?.(ack || {});
     });

@@ -1,0 +1,160 @@
+"""The lean room fan-out: a python-socketio client manager (``client_manager=``).
+
+Stock ``AsyncPubSubManager.emit`` serves the local sockets first and tells the
+other processes after, and ``AsyncManager.emit`` starts one asyncio task per
+recipient (each checking the ping clock and logging before it queues). Here:
+
+- an emit is published to the other processes *before* the local sockets are
+  served, so every process starts at once;
+- the event is encoded once into one engine.io packet (its encoding cached), and
+  that packet is put with ``put_nowait`` on each local socket's send queue: no
+  task, ping check or log call per recipient. Each socket's own writer (websocket)
+  or its next poll (long-polling) sends it, in queue order, so a socket receives
+  room events in the order they were emitted, interleaved correctly with acks
+  and pings on the same queue. A socket that closed or is closing is skipped;
+  engine.io's service task still times out sockets that stopped answering pings.
+
+Emits with callbacks or binary data take the stock path (none exist here).
+Clients see standard socket.io.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+from socketio.packet import Packet
+
+from services.common import metrics
+
+DELIVERIES = metrics.Counter(
+    "quizrt_sio_deliveries_total", "Room event packets queued on local sockets", ["event"]
+)
+
+
+class LeanRedisManager(socketio.AsyncRedisManager):
+    """``AsyncRedisManager`` with publish-first emits and a task-free local delivery."""
+
+    name = "lean-redis"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Sockets whose room events wait (sid -> [(room, packet)]) while a join is
+        # being authorized: see ``hold``.
+        self._held: dict[str, list[tuple[Any, eio_packet.Packet]]] = {}
+
+    def hold(self, sid: str) -> None:
+        """Keep this socket's room events back (in order) until ``release``.
+
+        A ``join`` enters the room before it reads the snapshot (so no event can
+        fall between the two) but only knows after that read whether the caller may
+        be there; meanwhile the room's events wait here instead of reaching it.
+        """
+        self._held.setdefault(sid, [])
+
+    def release(self, sid: str, drop_room: Any = None) -> None:
+        """Queue what was held for the socket, except the events of ``drop_room``."""
+        held = self._held.pop(sid, None)
+        if not held:
+            return
+        eio_sid = self.eio_sid_from_sid(sid, "/")
+        s = self.server.eio.sockets.get(eio_sid) if eio_sid else None
+        if s is None or s.closed or s.closing:
+            return
+        for room, pkt in held:
+            if drop_room is None or room != drop_room:
+                s.queue.put_nowait(pkt)
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        args = list(data) if isinstance(data, tuple) else [data]
+        if callback is not None or kwargs.get("ignore_queue") or Packet.data_is_binary(args):
+            await super().emit(
+                event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                callback=callback, **kwargs,
+            )  # fmt: skip
+            return
+        namespace = namespace or "/"
+        await self._publish(
+            {
+                "method": "emit",
+                "event": event,
+                "data": args,
+                "binary": False,
+                "namespace": namespace,
+                "room": room,
+                "skip_sid": skip_sid,
+                "callback": None,
+                "host_id": self.host_id,
+            }
+        )
+        self.deliver(event, args, namespace, room, skip_sid)
+
+    async def _handle_emit(self, message: dict) -> None:
+        """An emit published by another process (or the leaderboard consumer)."""
+        if message.get("callback") or message.get("binary"):
+            await super()._handle_emit(message)
+            return
+        args = message.get("data")
+        if not isinstance(args, list):
+            args = [args]
+        self.deliver(
+            message["event"],
+            args,
+            message.get("namespace") or "/",
+            message.get("room"),
+            message.get("skip_sid"),
+        )
+        _observe_emit_deliver(args)
+
+    def deliver(
+        self, event: str, args: list, namespace: str, room: Any, skip_sid: Any = None
+    ) -> int:
+        """Queue the event once-encoded on every local socket of ``room``; how many."""
+        if namespace not in self.rooms:
+            return 0
+        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
+        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
+        eio_pkt.encode()  # fills the cache every socket's writer reads
+        sockets = self.server.eio.sockets
+        held = self._held
+        n = 0
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skip:
+                continue
+            if held and sid in held:
+                held[sid].append((room, eio_pkt))
+                continue
+            s = sockets.get(eio_sid)
+            if s is None or s.closed or s.closing:
+                continue
+            s.queue.put_nowait(eio_pkt)
+            n += 1
+        if n:
+            DELIVERIES.labels(event).inc(n)
+        return n
+
+
+def _observe_emit_deliver(args: list) -> None:
+    """``emit_deliver``: from the consumer's emit (the trace in the event) to queued here."""
+    if not args or not isinstance(args[0], dict):
+        return
+    trace = args[0].get("trace")
+    if isinstance(trace, dict):
+        emitted = trace.get("emitted_ms")
+        if isinstance(emitted, int) and emitted > 0:
+            metrics.observe_ms("emit_deliver", emitted, time.time_ns() // 1_000_000)

@@ -1,0 +1,221 @@
+"""Per-session ticks of the leaderboard consumer, and which offsets may be committed.
+
+``SessionTicks``: every session that changed gets its newest snapshot at most once
+per tick (``settings.leaderboard_tick_ms``), each session in a task of its own, so
+no session waits behind another's reads or broadcasts. A snapshot whose top 10
+equals the last one broadcast is held, not sent (its player count and version ride
+with the next one); a held snapshot is sent anyway once the session has been quiet
+for ``settle_s`` (2 ticks) or held for ``hold_s`` (5 ticks), so a session's final
+snapshot always goes out and an answer outside the top 10 is on every client within
+a few ticks. The global deliveries budget is only an overload guard: when the sessions that
+broadcast in the last second would together exceed it at one broadcast per tick,
+every session's tick is stretched by the same factor.
+
+``OffsetLedger``: a fetched batch of records may be committed once every session it
+touched has published a snapshot read after the batch arrived (at-least-once: a
+crash before that redelivers the batch, and every write is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+from contracts import HopTrace, LeaderboardSnapshot
+
+log = logging.getLogger("quizrt.leaderboard.ticks")
+
+Read = Callable[[str], Awaitable[LeaderboardSnapshot | None]]
+Send = Callable[[LeaderboardSnapshot, HopTrace | None], Awaitable[None]]
+Covered = Callable[[str, int], None]
+
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 2.0
+_LOAD_WINDOW_S = 1.0
+_STATES_MAX = 100_000
+
+
+@dataclass
+class _Session:
+    dirty: bool = False
+    seq: int = 0  # newest batch this session was marked in
+    marked_at: float = 0.0
+    trace: HopTrace | None = None
+    sent_version: int = 0
+    sent_entries: list | None = None
+    sent_at: float = float("-inf")
+    held_since: float | None = None
+    task: asyncio.Task | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SessionTicks:
+    def __init__(
+        self,
+        read: Read,
+        send: Send,
+        covered: Covered,
+        *,
+        tick_s: float = 0.05,
+        deliveries_per_s: float = 20_000,
+        hold_s: float | None = None,
+        settle_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.read = read
+        self.send = send
+        self.covered = covered
+        self.tick_s = tick_s
+        self.budget = max(deliveries_per_s, 1.0)
+        self.hold_s = 5 * tick_s if hold_s is None else hold_s
+        self.settle_s = 2 * tick_s if settle_s is None else settle_s
+        self.clock = clock
+        self.sessions: dict[str, _Session] = {}
+        self._recent: dict[str, tuple[int, float]] = {}  # sid -> (players, sent at)
+        self._load = 0
+        self._load_at = float("-inf")
+        self.broadcasts = 0
+        self.held = 0
+
+    # ---- input
+
+    def mark(self, sid: str, seq: int = 0, trace: HopTrace | None = None) -> None:
+        """The session changed (in batch ``seq``; 0: outside any batch, e.g. a rebuild)."""
+        st = self.sessions.get(sid)
+        if st is None:
+            if len(self.sessions) > _STATES_MAX:
+                self._forget_idle()
+            st = self.sessions[sid] = _Session()
+        st.dirty = True
+        st.seq = max(st.seq, seq)
+        st.marked_at = self.clock()
+        if trace is not None and (st.trace is None or trace.arrived_ms >= st.trace.arrived_ms):
+            st.trace = trace
+        st.wake.set()
+        if st.task is None or st.task.done():
+            st.task = asyncio.create_task(self._run(sid, st))
+
+    async def stop(self) -> None:
+        tasks = [st.task for st in self.sessions.values() if st.task and not st.task.done()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def busy(self) -> bool:
+        """True while any session has a snapshot to publish (dirty or held)."""
+        return any(
+            st.dirty or st.held_since is not None or (st.task is not None and not st.task.done())
+            for st in self.sessions.values()
+        )
+
+    # ---- the tick
+
+    def tick(self) -> float:
+        """This moment's tick: the setting, stretched evenly when the budget binds."""
+        now = self.clock()
+        if now - self._load_at > 0.1:
+            self._recent = {s: v for s, v in self._recent.items() if now - v[1] <= _LOAD_WINDOW_S}
+            self._load = sum(p for p, _ in self._recent.values())
+            self._load_at = now
+        return max(self.tick_s, self._load / self.budget)
+
+    def _flush_at(self, st: _Session) -> float:
+        assert st.held_since is not None
+        return min(st.held_since + self.hold_s, st.marked_at + self.settle_s)
+
+    async def _run(self, sid: str, st: _Session) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            wait = st.sent_at + self.tick() - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not st.dirty:
+                if st.held_since is None:
+                    return  # nothing owed: the next mark starts a new task
+                due = self._flush_at(st) - self.clock()
+                if due > 0:
+                    st.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(st.wake.wait(), due)
+                    continue
+            seq, trace = st.seq, st.trace
+            st.dirty = False
+            try:
+                snap = await self.read(sid)
+                if snap is None or snap.version <= st.sent_version:
+                    st.held_since = None
+                    self.covered(sid, seq)
+                    continue
+                unchanged = st.sent_entries is not None and snap.entries == st.sent_entries
+                if unchanged and (st.held_since is None or self.clock() < self._flush_at(st)):
+                    if st.held_since is None:
+                        st.held_since = self.clock()
+                        self.held += 1
+                    continue
+                await self.send(snap, trace)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning(
+                    "publishing session %s failed (%s: %s); retrying in %.1fs",
+                    sid, type(e).__name__, e, backoff,
+                )  # fmt: skip
+                st.dirty = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            backoff = BACKOFF_MIN_S
+            if st.trace is trace:
+                st.trace = None
+            st.sent_version, st.sent_entries = snap.version, snap.entries
+            st.sent_at = self.clock()
+            st.held_since = None
+            self._recent[sid] = (snap.players, st.sent_at)
+            self.broadcasts += 1
+            self.covered(sid, seq)
+
+    def _forget_idle(self) -> None:
+        for sid in [s for s, st in self.sessions.items() if st.task is None or st.task.done()]:
+            if not self.sessions[sid].dirty and self.sessions[sid].held_since is None:
+                del self.sessions[sid]
+
+
+@dataclass
+class _Batch:
+    seq: int
+    offsets: dict[Hashable, int]
+    waiting: set[str]
+
+
+class OffsetLedger:
+    """Fetched batches in order, each waiting for its sessions' snapshots."""
+
+    def __init__(self) -> None:
+        self._batches: deque[_Batch] = deque()
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def add(self, seq: int, offsets: dict[Hashable, int], sessions: set[str]) -> None:
+        self._batches.append(_Batch(seq, dict(offsets), set(sessions)))
+
+    def covered(self, sid: str, seq: int) -> None:
+        """``sid`` published a snapshot read after batch ``seq`` (and every earlier one)."""
+        for b in self._batches:
+            if b.seq > seq:
+                break
+            b.waiting.discard(sid)
+
+    def ready(self) -> dict[Hashable, int]:
+        """Offsets to commit: the newest of every complete batch at the front (removed)."""
+        out: dict[Hashable, int] = {}
+        while self._batches and not self._batches[0].waiting:
+            out.update(self._batches.popleft().offsets)
+        return out

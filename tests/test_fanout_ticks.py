@@ -1,0 +1,199 @@
+"""Per-session ticks of the leaderboard consumer and its offset ledger (in-process).
+
+The boards here are plain dicts standing in for the Redis read; what is tested is
+the scheduling: at most one broadcast per session per tick, sessions independent,
+an unchanged top 10 held but never a final snapshot dropped, failures retried, and
+offsets released only once every session of a batch has published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+from contracts import HopTrace, LeaderboardEntry, LeaderboardSnapshot
+from services.leaderboard.ticks import OffsetLedger, SessionTicks
+
+TICK = 0.03
+
+
+class Boards:
+    """Versioned top-10 state per session, and what was broadcast (with when)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, LeaderboardSnapshot] = {}
+        self.sent: list[tuple[float, LeaderboardSnapshot, HopTrace | None]] = []
+        self.slow: dict[str, float] = {}
+        self.fail_next: set[str] = set()
+
+    def change(self, sid: str, top: list[tuple[str, int]], players: int = 20) -> None:
+        old = self.state.get(sid)
+        self.state[sid] = LeaderboardSnapshot(
+            session_id=sid,
+            version=(old.version if old else 0) + 1,
+            players=players,
+            entries=[
+                LeaderboardEntry(rank=i + 1, user_id=u, nickname=u, score=s)
+                for i, (u, s) in enumerate(top)
+            ],
+        )
+
+    async def read(self, sid: str) -> LeaderboardSnapshot | None:
+        return self.state.get(sid)
+
+    async def send(self, snap: LeaderboardSnapshot, trace: HopTrace | None) -> None:
+        if snap.session_id in self.fail_next:
+            self.fail_next.discard(snap.session_id)
+            raise ConnectionError("kafka down")
+        await asyncio.sleep(self.slow.get(snap.session_id, 0))
+        self.sent.append((time.monotonic(), snap, trace))
+
+    def versions(self, sid: str) -> list[int]:
+        return [s.version for _, s, _ in self.sent if s.session_id == sid]
+
+
+def ticks(boards: Boards, ledger: OffsetLedger | None = None, **kw) -> SessionTicks:
+    covered = ledger.covered if ledger is not None else (lambda sid, seq: None)
+    return SessionTicks(boards.read, boards.send, covered, tick_s=TICK, **kw)
+
+
+async def settle(t: SessionTicks, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while t.busy():
+        assert time.monotonic() < deadline, "ticks never settled"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_burst_is_sent_at_most_once_per_tick_and_ends_on_the_newest():
+    b = Boards()
+    t = ticks(b)
+    t0 = time.monotonic()
+    for i in range(200):  # 200 changes over ~0.4 s, each one changing the top 10
+        b.change("s", [("a", i)])
+        t.mark("s", i + 1, HopTrace(arrived_ms=i + 1))
+        await asyncio.sleep(0.002)
+    await settle(t)
+    elapsed = time.monotonic() - t0
+    vs = b.versions("s")
+    assert vs == sorted(set(vs)), "versions strictly increase"
+    assert vs[-1] == 200, "the newest snapshot goes out"
+    assert len(vs) <= elapsed / TICK + 2, (len(vs), elapsed)
+    times = [at for at, _, _ in b.sent]
+    assert all(b2 - a2 >= TICK * 0.9 for a2, b2 in itertools.pairwise(times))
+    # The trace is the newest answer's behind the snapshot.
+    _, last, trace = b.sent[-1]
+    assert trace is not None and trace.arrived_ms == last.version
+    await t.stop()
+
+
+async def test_an_unchanged_top_10_is_held_but_the_final_snapshot_is_never_dropped():
+    b = Boards()
+    t = ticks(b, hold_s=10.0)
+    b.change("s", [("a", 5)], players=3)
+    t.mark("s", 1)
+    await settle(t)
+    assert b.versions("s") == [1]
+    for i in range(5):  # players outside the top 10 score: the top 10 stays the same
+        b.change("s", [("a", 5)], players=3 + i)
+        t.mark("s", 2 + i)
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(TICK)
+    assert b.versions("s") == [1], "unchanged top 10: not broadcast at once"
+    await settle(t)  # quiet for settle_s: the held snapshot goes out
+    assert b.versions("s") == [1, 6]
+    assert b.sent[-1][1].players == 7, "the player count rode with it"
+    assert t.held >= 1
+    await t.stop()
+
+
+async def test_a_held_snapshot_goes_out_within_hold_s_while_answers_keep_coming():
+    b = Boards()
+    t = ticks(b, hold_s=0.2)
+    b.change("s", [("a", 5)])
+    t.mark("s", 1)
+    await settle(t)
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < 0.6:  # steady changes outside the top 10, never quiet
+        n += 1
+        b.change("s", [("a", 5)], players=20 + n)
+        t.mark("s", 1 + n)
+        await asyncio.sleep(0.01)
+    sent_during = len(b.versions("s")) - 1
+    assert 1 <= sent_during <= 4, sent_during
+    await settle(t)
+    assert b.versions("s")[-1] == b.state["s"].version
+    await t.stop()
+
+
+async def test_sessions_do_not_wait_behind_a_slow_one():
+    b = Boards()
+    t = ticks(b)
+    b.slow["slow"] = 0.5
+    b.change("slow", [("a", 1)])
+    t.mark("slow", 1)
+    await asyncio.sleep(0.01)
+    t0 = time.monotonic()
+    b.change("fast", [("b", 1)])
+    t.mark("fast", 1)
+    while not b.versions("fast"):  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    assert time.monotonic() - t0 < 0.25, "the fast session waited behind the slow one"
+    await settle(t)
+    assert b.versions("slow") == [1]
+    await t.stop()
+
+
+async def test_the_budget_stretches_every_sessions_tick_evenly():
+    b = Boards()
+    # 4 sessions of 1,000 players and a budget of 20,000/s: 4,000 per round of
+    # broadcasts, so at most 5 rounds a second (0.2 s ticks) instead of 33.
+    t = ticks(b, deliveries_per_s=20_000)
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < 1.0:
+        i += 1
+        for s in "abcd":
+            b.change(s, [("x", i)], players=1000)
+            t.mark(s, i)
+        await asyncio.sleep(0.005)
+    await settle(t)
+    counts = [len(b.versions(s)) for s in "abcd"]
+    assert max(counts) <= 12, counts  # ~1 s / 0.2 s, plus the first ones, and the last
+    assert max(counts) - min(counts) <= 2, counts
+    await t.stop()
+
+
+async def test_a_failed_send_is_retried_and_offsets_wait_for_every_session():
+    b = Boards()
+    ledger = OffsetLedger()
+    t = ticks(b, ledger)
+    b.fail_next.add("b")
+    b.change("a", [("x", 1)])
+    b.change("b", [("y", 1)])
+    ledger.add(1, {"p0": 10}, {"a", "b"})
+    t.mark("a", 1)
+    t.mark("b", 1)
+    ledger.add(2, {"p0": 12}, set())  # a batch of malformed records only
+    while not b.versions("a"):  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    assert ledger.ready() == {}, "b has not published yet: nothing to commit"
+    await settle(t)
+    assert b.versions("b") == [1], "retried after the failure"
+    assert ledger.ready() == {"p0": 12}
+    assert len(ledger) == 0
+    await t.stop()
+
+
+def test_ledger_releases_batches_in_order_only():
+    ledger = OffsetLedger()
+    ledger.add(1, {"p0": 5, "p1": 3}, {"a"})
+    ledger.add(2, {"p0": 9}, {"b"})
+    ledger.covered("b", 2)
+    assert ledger.ready() == {}, "batch 1 still waits for a"
+    ledger.covered("a", 1)
+    assert ledger.ready() == {"p0": 9, "p1": 3}
+    ledger.add(3, {"p1": 4}, {"a"})
+    ledger.covered("a", 2)  # a snapshot read before batch 3 arrived covers nothing of it
+    assert ledger.ready() == {}
