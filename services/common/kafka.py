@@ -29,6 +29,10 @@ class EventProducer:
             enable_idempotence=True,
             acks="all",
             linger_ms=1,
+            # A whole commit batch of answers (the relay hands over up to 500 records
+            # of ~450 bytes at once) fits in one batch per partition: one produce
+            # request per relay batch, and a send never waits for buffer space.
+            max_batch_size=512 * 1024,
             request_timeout_ms=5000,
             retry_backoff_ms=100,
             metadata_max_age_ms=30000,

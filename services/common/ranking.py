@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 from redis.asyncio import Redis
 
 from contracts import LeaderboardEntry, LeaderboardSnapshot
@@ -65,21 +66,84 @@ async def write_score(
 ) -> tuple[int, int, int]:
     """Set a player's total, bump the version; returns (rank, players, version).
 
-    One pipeline (one round trip). The write is absolute, so repeating it is harmless.
+    ``write_scores`` for one player (one round trip). The write is absolute, so
+    repeating it is harmless.
     """
-    key = board_key(session_id)
-    vkey = board_version_key(session_id)
-    pipe = redis.pipeline(transaction=True)
-    if nickname is not None:
-        pipe.hset(board_names_key(session_id), user_id, nickname)
-    pipe.zadd(key, {user_id: composite(score, reached_ms)})
-    pipe.set(vkey, initial_version(), nx=True)
-    pipe.incr(vkey)
-    pipe.zrevrank(key, user_id)
-    pipe.zcard(key)
-    res = await pipe.execute()
-    rank, players, version = res[-2], res[-1], res[-3]
-    return (int(rank) + 1 if rank is not None else players), int(players), int(version)
+    w = ScoreWrite(user_id, score, reached_ms, nickname or "")
+    placed = (await write_scores(redis, {session_id: [w]}))[session_id][0]
+    return placed.rank, placed.players, placed.version
+
+
+# One session's share of a batch, atomically, each player exactly as ``write_score``
+# alone would be, in order. ARGV: the first version of a new board, then per player
+# (user id, composite, nickname or '', must write). A player that need not be written
+# (no points) and is on the board is only ranked. Returns per player: rank (0-based),
+# players, version (0 when this player was not written).
+_WRITE_LUA = """
+local out = {}
+for i = 2, #ARGV, 4 do
+  local user = ARGV[i]
+  local version = 0
+  if ARGV[i + 3] == '1' or not redis.call('ZSCORE', KEYS[1], user) then
+    if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[3], user, ARGV[i + 2]) end
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], user)
+    redis.call('SET', KEYS[2], ARGV[1], 'NX')
+    version = redis.call('INCR', KEYS[2])
+  end
+  out[#out + 1] = redis.call('ZREVRANK', KEYS[1], user)
+  out[#out + 1] = redis.call('ZCARD', KEYS[1])
+  out[#out + 1] = version
+end
+return out
+"""
+
+
+class ScoreWrite(msgspec.Struct, frozen=True):
+    """One player's new total in a batch (``must_write`` False: rank only, when the
+    player is already on the board, e.g. an answer that earned no points)."""
+
+    user_id: str
+    score: int
+    reached_ms: int
+    nickname: str  # "" leaves the name as it is
+    must_write: bool = True
+
+
+class Placed(msgspec.Struct, frozen=True):
+    """Where a ``ScoreWrite`` left the player: rank, players, and the board version the
+    write produced (0 when nothing was written for this player)."""
+
+    rank: int
+    players: int
+    version: int
+
+
+async def write_scores(
+    redis: Redis, writes: dict[str, list[ScoreWrite]]
+) -> dict[str, list[Placed]]:
+    """``write_score`` for a batch: many sessions, many players, one round trip.
+
+    Each session's writes are one script call (atomic; each player ranked and given
+    the version right after their own write, as one ``write_score`` after another
+    would); the calls share one pipeline. Writes are absolute: repeating is harmless.
+    """
+    # EVAL, not EVALSHA: a pipeline holding a registered script first asks SCRIPT
+    # EXISTS (a second round trip), and the body is small.
+    pipe = redis.pipeline(transaction=False)
+    order = list(writes)
+    for sid in order:
+        args: list[str | int] = [initial_version()]
+        for w in writes[sid]:
+            args += [w.user_id, composite(w.score, w.reached_ms), w.nickname, int(w.must_write)]
+        keys = [board_key(sid), board_version_key(sid), board_names_key(sid)]
+        pipe.eval(_WRITE_LUA, len(keys), *keys, *args)
+    out: dict[str, list[Placed]] = {}
+    for sid, res in zip(order, await pipe.execute(), strict=True):
+        out[sid] = [
+            Placed(rank=int(res[i]) + 1, players=int(res[i + 1]), version=int(res[i + 2]))
+            for i in range(0, len(res), 3)
+        ]
+    return out
 
 
 async def read_snapshot(

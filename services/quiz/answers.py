@@ -1,10 +1,32 @@
-"""The hot path: one answer, scored once, durable with its SCORE_CHANGE outbox row.
+"""The hot path: answers scored in batches (group commit), each one durable with its
+SCORE_CHANGE outbox row before its reply.
 
-Round trips per answer, whatever the number of players: PostgreSQL BEGIN, one
-SELECT (locks the player's row), one Redis pipeline, one INSERT/UPDATE statement,
-COMMIT. The player's row lock serializes that player's concurrent submissions; the
-unique key on (session, user, question) makes a second scoring impossible; a repeat
-gets the stored first reply, byte for byte.
+Answers that arrive together in one quiz process share their round trips
+(``AnswerBatcher``): whatever is pending when a batch returns is the next batch, so
+a lone answer waits for nothing and a burst pays per batch, not per answer:
+
+1. one SELECT reads, for every answer of the batch, the session, the player, the
+   handout and an earlier answer (no lock);
+2. Python checks and scores each answer (``score_answer``, the one definition);
+3. one Redis pipeline writes the new totals (one script per session: each player's
+   total, version and rank, exactly as one answer after another would get them);
+4. one statement (its own transaction: committed when it returns) writes every
+   answer row, new total and outbox row, each only where the player's row is still
+   as step 1 read it: ``last_index``, which every accepted answer moves, is checked
+   under the row lock.
+
+The board is written before the commit so that the stored reply carries the rank and
+the board version; a total the board got but PostgreSQL did not commit marks the
+session's board dirty (rebuilt from PostgreSQL by the leaderboard consumer).
+
+One player has at most one answer in a batch (later ones wait for the next). An
+answer whose player changed between steps 1 and 4 (its repeat, or another answer of
+the player, committed meanwhile by the other quiz process) is not written: it goes
+into the next batch, which sees the committed answer and returns its reply byte for
+byte, or scores it from the new state. Step 4 is one statement, so a failure writes
+nothing of the batch; its answers get the error (503 when PostgreSQL is unreachable:
+the client retries, and a retry of an answer that was committed after all gets the
+stored reply).
 """
 
 from __future__ import annotations
@@ -12,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -20,62 +44,81 @@ from redis.asyncio import Redis
 from contracts import AnswerIn, AnswerResult, ScoreChange
 from services.common import db, ranking
 from services.common.auth import Caller
+from services.common.metrics import observe_ms
+from services.common.ranking import ScoreWrite, now_ms
 from services.common.redis import get_redis
 from services.common.settings import get_settings
 from services.quiz.content import load_quiz, parse_id
-from services.quiz.errors import Conflict, Forbidden, NotFound
+from services.quiz.errors import Conflict, Forbidden, NotFound, QuizError, Unavailable
 from services.quiz.scoring import score_answer
 from services.quiz.sessions import GRACE_MS
 
 log = logging.getLogger("quizrt.quiz.answers")
 
+# Answers per batch at most, and batches in flight per process at once.
+MAX_BATCH = 256
+LANES = 2
+# Times an answer is put back because its player changed meanwhile (then 503).
+MAX_ATTEMPTS = 5
+
 _reply = msgspec.json.Decoder(AnswerResult)
 
 _READ = """
-SELECT sp.score, sp.streak, sp.last_index, sp.nickname, sp.reached_ms,
+SELECT s.id IS NOT NULL AS found, sp.user_id IS NOT NULL AS joined,
+       sp.score, sp.streak, sp.last_index, sp.nickname, sp.reached_ms,
        s.state, s.mode, s.current_index, s.question_opened_ms, s.deadline_ms, s.quiz_id,
        s.created_ms, h.handed_ms, a.reply::text AS reply
-FROM session_player sp
-JOIN quiz_session s ON s.id = sp.session_id
-LEFT JOIN handout h
-  ON h.session_id = sp.session_id AND h.user_id = sp.user_id AND h.question_id = $3
-LEFT JOIN answer a
-  ON a.session_id = sp.session_id AND a.user_id = sp.user_id AND a.question_id = $3
-WHERE sp.session_id = $1 AND sp.user_id = $2
-FOR UPDATE OF sp
+FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY AS i(sid, uid, qid, n)
+LEFT JOIN quiz_session s ON s.id = i.sid
+LEFT JOIN session_player sp ON sp.session_id = i.sid AND sp.user_id = i.uid
+LEFT JOIN handout h ON h.session_id = i.sid AND h.user_id = i.uid AND h.question_id = i.qid
+LEFT JOIN answer a ON a.session_id = i.sid AND a.user_id = i.uid AND a.question_id = i.qid
+ORDER BY i.n
 """
 
-# $1 answer id, $2 session, $3 user, $4 question id, $5 index, $6 choice, $7 correct,
-# $8 points, $9 elapsed, $10 new total, $11 answered_ms, $12 reply, $13 streak,
-# $14 reached_ms, $15 topic, $16 payload, $17 board missed this write
+# One array per column, one element per answer; $17 sessions whose board missed a
+# write (or got one that was not committed), $18 the SCORE_CHANGE topic.
 _WRITE = """
-WITH answer_row AS (
+WITH i AS (
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::int[],
+                       $7::bool[], $8::int[], $9::int[], $10::int[], $11::bigint[],
+                       $12::text[], $13::int[], $14::bigint[], $15::int[], $16::bytea[])
+    WITH ORDINALITY AS t(id, sid, uid, qid, idx, choice, correct, points, elapsed, total,
+                         answered, reply, streak, reached, seen_last, payload, n)
+), player AS (
+  UPDATE session_player sp
+     SET score = i.total, streak = i.streak, last_index = i.idx, reached_ms = i.reached,
+         correct_count = sp.correct_count + i.correct::int
+    FROM i
+   WHERE sp.session_id = i.sid AND sp.user_id = i.uid AND sp.last_index = i.seen_last
+  RETURNING i.id
+), answer_row AS (
   INSERT INTO answer (id, session_id, user_id, question_id, question_index, choice, correct,
                       points, elapsed_ms, score_after, answered_ms, reply)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)
-), player AS (
-  UPDATE session_player
-     SET score = $10, streak = $13, last_index = $5, reached_ms = $14,
-         correct_count = correct_count + CASE WHEN $7 THEN 1 ELSE 0 END
-   WHERE session_id = $2 AND user_id = $3
+  SELECT i.id, i.sid, i.uid, i.qid, i.idx, i.choice, i.correct, i.points, i.elapsed,
+         i.total, i.answered, i.reply::jsonb
+    FROM i JOIN player USING (id)
 ), dirty AS (
-  UPDATE quiz_session SET board_dirty = true WHERE id = $2 AND $17 AND NOT board_dirty
+  UPDATE quiz_session SET board_dirty = true WHERE id = ANY($17::uuid[]) AND NOT board_dirty
+), event AS (
+  INSERT INTO outbox (topic, key, payload)
+  SELECT $18, i.sid::text, i.payload FROM i JOIN player USING (id) ORDER BY i.n
+  RETURNING id
 )
-INSERT INTO outbox (topic, key, payload) VALUES ($15, $2::text, $16) RETURNING id
+SELECT ARRAY(SELECT id FROM player) AS written, ARRAY(SELECT id FROM event) AS outbox_ids
 """
 
-_RANK_IN_POSTGRES = """
-SELECT count(*) FILTER (WHERE score > $2 OR (score = $2 AND reached_ms < $3)) + 1 AS rank
-FROM session_player WHERE session_id = $1
+# Ranks when Redis is down: from PostgreSQL's totals as this batch found them.
+_RANKS_IN_POSTGRES = """
+SELECT (SELECT count(*) FROM session_player sp
+         WHERE sp.session_id = i.sid
+           AND (sp.score > i.total OR (sp.score = i.total AND sp.reached_ms < i.reached)))
+       + 1 AS rank
+FROM unnest($1::uuid[], $2::int[], $3::bigint[]) WITH ORDINALITY AS i(sid, total, reached, n)
+ORDER BY i.n
 """
 
-
-class Accepted(msgspec.Struct, frozen=True):
-    """What the controller sends back: the reply's exact bytes, and the outbox row to
-    hand to the relay (None for a repeat)."""
-
-    body: bytes
-    outbox_id: int | None
+_MARK_DIRTY = "UPDATE quiz_session SET board_dirty = true WHERE id = ANY($1) AND NOT board_dirty"
 
 
 def encode_reply(result: AnswerResult) -> bytes:
@@ -88,114 +131,99 @@ def stored_reply(text: str) -> bytes:
     return encode_reply(_reply.decode(text))
 
 
-async def submit_answer(
-    conn: Any, redis: Redis, caller: Caller, session_id: str, data: AnswerIn, now: int
-) -> Accepted:
-    """Score one answer; ``now`` is when the request arrived (server clock, ms).
+class Answer(msgspec.Struct, frozen=True):
+    """One submitted answer: who, where, what, and when it arrived (server clock, ms)."""
 
-    Raises NotFound (no such session), Forbidden (not joined), Conflict (not running,
-    not the open question, not handed out, past the deadline).
-    """
-    sid = parse_id(session_id, "session")
-    board = _BoardWrite()
-    try:
-        async with conn.transaction():
-            return await _score(conn, redis, caller, sid, data, now, board)
-    except Exception:
-        if board.written:
-            await _mark_dirty_after_failure(sid)
-        raise
+    caller: Caller
+    session_id: uuid.UUID
+    data: AnswerIn
+    now: int
+
+    @property
+    def player(self) -> tuple[uuid.UUID, str]:
+        return self.session_id, self.caller.user_id
 
 
-# Submissions of one player's answer to one question now in flight in this process.
-_in_flight: dict[tuple[str, str, str], asyncio.Future[Accepted]] = {}
+class Retry(msgspec.Struct, frozen=True):
+    """The answer's player changed meanwhile: score it again in the next batch."""
 
 
-async def submit_once(caller: Caller, session_id: str, data: AnswerIn, now: int) -> Accepted:
-    """``submit_answer`` with concurrent repeats of one answer joined into one.
+class _Plan(msgspec.Struct, kw_only=True):
+    """An answer that passed the checks, scored, waiting for the board and the commit."""
 
-    A client that fires the same answer many times at once (a retry loop, a double
-    tap, or malice) would otherwise make each copy hold a pooled connection while it
-    queues on the player's row lock, starving other players. Copies that arrive while
-    the first is in flight in this process wait for its result instead; the database
-    still guarantees one answer per player and question across processes.
-    """
-    key = (session_id, caller.user_id, data.question_id)
-    pending = _in_flight.get(key)
-    if pending is not None:
-        first = await asyncio.shield(pending)
-        return Accepted(first.body, None)  # a repeat: the relay was notified once
-    future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-    _in_flight[key] = future
-    try:
-        async with db.connection() as conn:
-            accepted = await submit_answer(conn, get_redis(), caller, session_id, data, now)
-    except BaseException as e:
-        future.set_exception(e)
-        future.exception()  # mark retrieved: nobody may be waiting
-        raise
-    else:
-        future.set_result(accepted)
-        return accepted
-    finally:
-        del _in_flight[key]
+    k: int  # position in the batch
+    answer: Answer
+    session: str  # canonical session id
+    index: int
+    question_id: str
+    correct: bool
+    points: int
+    streak: int
+    elapsed: int
+    total: int
+    reached: int
+    nickname: str
+    seen_last: int
+    rank: int = 0
+    version: int = 0
+    answer_id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
 
 
-class _BoardWrite:
-    """Whether this attempt already wrote the player's new total to Redis."""
+Outcome = bytes | QuizError | Retry | BaseException
 
-    written = False
-
-
-async def _mark_dirty_after_failure(sid: uuid.UUID) -> None:
-    """The board got a total that was not committed: have it rebuilt (best effort)."""
-    try:
-        async with db.connection() as conn:
-            await conn.execute("UPDATE quiz_session SET board_dirty = true WHERE id = $1", sid)
-    except Exception as e:
-        log.error(
-            "session %s: board may show an uncommitted total until its next rebuild: %s", sid, e
-        )
+# Sessions whose board got a total PostgreSQL did not commit, not yet marked dirty
+# (PostgreSQL was down): marked by the next batch that reaches it.
+_dirty: set[uuid.UUID] = set()
 
 
-async def _score(
-    conn: Any,
-    redis: Redis,
-    caller: Caller,
-    sid: uuid.UUID,
-    data: AnswerIn,
-    now: int,
-    board: _BoardWrite,
-) -> Accepted:
-    session_id = str(sid)  # canonical form: Redis keys and the Kafka key use it
-    uid = uuid.UUID(caller.user_id)
-    row = await conn.fetchrow(_READ, sid, uid, data.question_id)
-    if row is None:
-        if await conn.fetchval("SELECT 1 FROM quiz_session WHERE id = $1", sid):
-            raise Forbidden("Join the session first")
+async def score_batch(conn: Any, redis: Redis, answers: list[Answer]) -> list[Outcome]:
+    """Score ``answers`` (at most one per player) together; one outcome per answer, in
+    order: the reply's bytes, the QuizError to answer with, ``Retry``, or the error
+    that failed the batch's write. Raises when the batch's read fails."""
+    rows = await conn.fetch(
+        _READ,
+        [a.session_id for a in answers],
+        [uuid.UUID(a.caller.user_id) for a in answers],
+        [a.data.question_id for a in answers],
+    )
+    outcomes: list[Outcome] = [Retry()] * len(answers)
+    plans: list[_Plan] = []
+    for k, (a, row) in enumerate(zip(answers, rows, strict=True)):
+        try:
+            checked = await _check(conn, k, a, row)
+        except QuizError as e:
+            outcomes[k] = e
+            continue
+        if isinstance(checked, bytes):
+            outcomes[k] = checked
+        else:
+            plans.append(checked)
+    if plans:
+        await _write(conn, redis, plans, outcomes)
+    if _dirty:
+        await _mark_dirty(conn)
+    return outcomes
+
+
+async def _check(conn: Any, k: int, a: Answer, row: Any) -> bytes | _Plan:
+    """The stored reply of a repeat, or the scored answer; raises NotFound (no such
+    session), Forbidden (not joined), Conflict (not running, not the open question,
+    not handed out, past the deadline)."""
+    if not row["found"]:
         raise NotFound("No such session")
+    if not row["joined"]:
+        raise Forbidden("Join the session first")
     if row["reply"] is not None:
-        return Accepted(stored_reply(row["reply"]), None)
+        return stored_reply(row["reply"])
     quiz = await load_quiz(conn, row["quiz_id"])
     assert quiz is not None
-    index = quiz.index_of.get(data.question_id)
+    index = quiz.index_of.get(a.data.question_id)
     if row["state"] != "running":
         raise Conflict("The session is not running")
     if index is None:
         raise Conflict("That question is not open for you")
     if index <= row["last_index"]:
-        # Answered before (the row lock waited for that answer's commit, so this
-        # statement's snapshot could not see its reply) or skipped: look again.
-        reply = await conn.fetchval(
-            "SELECT reply::text FROM answer WHERE session_id = $1 AND user_id = $2"
-            " AND question_id = $3",
-            sid,
-            uid,
-            data.question_id,
-        )
-        if reply is not None:
-            return Accepted(stored_reply(reply), None)
-        raise Conflict("That question is closed")
+        raise Conflict("That question is closed")  # skipped: answered ones have a reply
     q = quiz.questions[index]
     if row["mode"] == "live":
         if index != row["current_index"]:
@@ -206,77 +234,271 @@ async def _score(
             raise Conflict("That question was not given to you")
         opened = row["handed_ms"]
         deadline = opened + q.time_limit_s * 1000
-    if now > deadline + GRACE_MS:
+    if a.now > deadline + GRACE_MS:
         raise Conflict("Past the deadline")
-    elapsed = max(now - opened, 0)
-    correct = data.choice == q.answer
+    elapsed = max(a.now - opened, 0)
+    correct = a.data.choice == q.answer
     streak_before = row["streak"] if index == row["last_index"] + 1 else 0
     points, streak = score_answer(correct, elapsed, q.time_limit_s, q.points, streak_before)
-    total = row["score"] + points
-    reached = now - row["created_ms"] if points > 0 else row["reached_ms"]
+    return _Plan(
+        k=k,
+        answer=a,
+        session=str(a.session_id),  # canonical form: Redis keys and the Kafka key use it
+        index=index,
+        question_id=q.id,
+        correct=correct,
+        points=points,
+        streak=streak,
+        elapsed=elapsed,
+        total=row["score"] + points,
+        reached=a.now - row["created_ms"] if points > 0 else row["reached_ms"],
+        nickname=row["nickname"],
+        seen_last=row["last_index"],
+    )
 
-    # The board first, so the stored reply carries the rank. The write is absolute; if
-    # the commit fails after it, the caller marks the board dirty for a rebuild.
-    board_missed = False
-    version = 0  # the board version this answer produced; 0 when the board is unchanged
+
+async def _place_on_board(conn: Any, redis: Redis, plans: list[_Plan]) -> set[uuid.UUID]:
+    """Write the batch's totals to the board first, so the replies carry rank and
+    version; returns the sessions whose board missed the write (Redis down)."""
+    writes: dict[str, list[ScoreWrite]] = {}
+    for p in plans:
+        writes.setdefault(p.session, []).append(
+            ScoreWrite(p.answer.caller.user_id, p.total, p.reached, p.nickname, p.points > 0)
+        )
     try:
-        known = None if points > 0 else await ranking.read_rank(redis, session_id, caller.user_id)
-        if known is None:
-            board.written = True
-            rank, _, version = await ranking.write_score(
-                redis, session_id, caller.user_id, total, reached, nickname=row["nickname"]
-            )
-        else:
-            rank = known[0]
+        placed = await ranking.write_scores(redis, writes)
     except Exception as e:
-        log.warning("board write failed for session %s (will rebuild): %s", session_id, e)
-        board_missed = True
-        rank = await conn.fetchval(_RANK_IN_POSTGRES, sid, total, reached)
+        log.warning("board write failed for %d session(s) (will rebuild): %s", len(writes), e)
+        ranks = await conn.fetch(
+            _RANKS_IN_POSTGRES,
+            [p.answer.session_id for p in plans],
+            [p.total for p in plans],
+            [p.reached for p in plans],
+        )
+        for p, r in zip(plans, ranks, strict=True):
+            p.rank, p.version = r["rank"], 0
+        return {p.answer.session_id for p in plans}
+    seen: dict[str, int] = {}
+    for p in plans:
+        i = seen[p.session] = seen.get(p.session, -1) + 1
+        got = placed[p.session][i]
+        p.rank, p.version = got.rank, got.version
+    return set()
 
-    answer_id = uuid.uuid4()
+
+def _reply_and_event(p: _Plan) -> tuple[bytes, bytes]:
     body = encode_reply(
         AnswerResult(
-            question_id=q.id,
-            correct=correct,
-            points=points,
-            score=total,
-            rank=rank,
-            streak=streak,
-            elapsed_ms=elapsed,
-            version=version,
+            question_id=p.question_id,
+            correct=p.correct,
+            points=p.points,
+            score=p.total,
+            rank=p.rank,
+            streak=p.streak,
+            elapsed_ms=p.elapsed,
+            version=p.version,
         )
     )
     event = msgspec.json.encode(
         ScoreChange(
-            answer_id=str(answer_id),
-            session_id=session_id,
-            user_id=caller.user_id,
-            nickname=row["nickname"],
-            question_id=q.id,
-            correct=correct,
-            points=points,
-            total=total,
-            answered_ms=now,
+            answer_id=str(p.answer_id),
+            session_id=p.session,
+            user_id=p.answer.caller.user_id,
+            nickname=p.nickname,
+            question_id=p.question_id,
+            correct=p.correct,
+            points=p.points,
+            total=p.total,
+            answered_ms=p.answer.now,
         )
     )
-    outbox_id = await conn.fetchval(
-        _WRITE,
-        answer_id,
-        sid,
-        uid,
-        q.id,
-        index,
-        data.choice,
-        correct,
-        points,
-        elapsed,
-        total,
-        now,
-        body.decode(),
-        streak,
-        reached,
-        get_settings().topic_score_change,
-        event,
-        board_missed,
-    )
-    return Accepted(body, outbox_id)
+    return body, event
+
+
+async def _write(conn: Any, redis: Redis, plans: list[_Plan], outcomes: list[Outcome]) -> None:
+    missed = await _place_on_board(conn, redis, plans)
+    # Sessions whose board this batch wrote (or may have written, Redis failing midway).
+    touched = missed | {p.answer.session_id for p in plans if p.version}
+    built = [_reply_and_event(p) for p in plans]
+    dirty = missed | _dirty
+    try:
+        row = await conn.fetchrow(
+            _WRITE,
+            [p.answer_id for p in plans],
+            [p.answer.session_id for p in plans],
+            [uuid.UUID(p.answer.caller.user_id) for p in plans],
+            [p.question_id for p in plans],
+            [p.index for p in plans],
+            [p.answer.data.choice for p in plans],
+            [p.correct for p in plans],
+            [p.points for p in plans],
+            [p.elapsed for p in plans],
+            [p.total for p in plans],
+            [p.answer.now for p in plans],
+            [body.decode() for body, _ in built],
+            [p.streak for p in plans],
+            [p.reached for p in plans],
+            [p.seen_last for p in plans],
+            [event for _, event in built],
+            list(dirty),
+            get_settings().topic_score_change,
+        )
+    except Exception as e:
+        _dirty.update(touched)  # the board may hold totals that were not committed
+        for p in plans:
+            outcomes[p.k] = e
+        return
+    committed = now_ms()
+    _dirty.difference_update(dirty)
+    written = set(row["written"])
+    for p, (body, _) in zip(plans, built, strict=True):
+        if p.answer_id in written:
+            outcomes[p.k] = body
+            observe_ms("arrive_commit", p.answer.now, committed)
+        elif p.version:
+            _dirty.add(p.answer.session_id)  # the board got a total that lost the race
+    if row["outbox_ids"]:
+        batcher.committed(list(row["outbox_ids"]), committed)
+
+
+async def _mark_dirty(conn: Any) -> None:
+    """Mark the boards that hold uncommitted totals for a rebuild (kept for the next
+    batch when PostgreSQL fails)."""
+    marking = list(_dirty)
+    try:
+        await conn.execute(_MARK_DIRTY, marking)
+    except Exception as e:
+        log.error("boards of %d session(s) may show uncommitted totals: %s", len(marking), e)
+    else:
+        _dirty.difference_update(marking)
+
+
+class _Waiting(msgspec.Struct):
+    answer: Answer
+    future: asyncio.Future[bytes]
+    attempts: int = 0
+
+
+class AnswerBatcher:
+    """Group commit: the answers queued in this process go to PostgreSQL together.
+
+    Up to ``lanes`` batches are in flight at once; a lane takes whatever is queued
+    when it is free (at most ``max_batch``, one answer per player, players of other
+    lanes' batches skipped), so a batch is as large as the load makes it.
+    ``on_commit`` hears the outbox ids of each committed batch (the relay).
+    """
+
+    def __init__(self, lanes: int = LANES, max_batch: int = MAX_BATCH):
+        self.lanes = lanes
+        self.max_batch = max_batch
+        self.on_commit: Callable[[list[int], int], None] | None = None
+        self._queue: deque[_Waiting] = deque()
+        self._busy: set[tuple[uuid.UUID, str]] = set()  # players in a batch in flight
+        self._running: set[asyncio.Task] = set()
+        self.batches = 0
+        self.answers = 0
+
+    async def submit(self, answer: Answer) -> bytes:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(answer, future))
+        self._start_lane()
+        return await future
+
+    def committed(self, outbox_ids: list[int], committed_ms: int) -> None:
+        if self.on_commit is not None:
+            self.on_commit(outbox_ids, committed_ms)
+
+    def _start_lane(self) -> None:
+        if len(self._running) < self.lanes and self._queue:
+            task = asyncio.ensure_future(self._lane())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _take(self) -> list[_Waiting]:
+        taken: list[_Waiting] = []
+        rest: deque[_Waiting] = deque()
+        players: set[tuple[uuid.UUID, str]] = set()
+        while self._queue and len(taken) < self.max_batch:
+            w = self._queue.popleft()
+            if w.future.done():
+                continue  # its request was cancelled
+            key = w.answer.player
+            if key in players or key in self._busy:
+                rest.append(w)
+            else:
+                players.add(key)
+                taken.append(w)
+        rest.extend(self._queue)
+        self._queue = rest
+        return taken
+
+    async def _lane(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return  # nothing, or only players another lane is scoring (it takes them)
+            keys = [w.answer.player for w in batch]
+            self._busy.update(keys)
+            try:
+                outcomes = await self._run([w.answer for w in batch])
+            finally:
+                self._busy.difference_update(keys)
+            again: list[_Waiting] = []
+            for w, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Retry):
+                    w.attempts += 1
+                    if w.attempts < MAX_ATTEMPTS:
+                        again.append(w)
+                        continue
+                    outcome = Unavailable("Too many concurrent changes, retry")
+                if w.future.done():
+                    continue
+                if isinstance(outcome, bytes):
+                    w.future.set_result(outcome)
+                else:
+                    w.future.set_exception(outcome)
+            self._queue.extendleft(reversed(again))
+            self._start_lane()
+
+    async def _run(self, answers: list[Answer]) -> list[Outcome]:
+        self.batches += 1
+        self.answers += len(answers)
+        try:
+            async with db.connection() as conn:
+                return await score_batch(conn, get_redis(), answers)
+        except Exception as e:
+            return [e] * len(answers)
+
+
+batcher = AnswerBatcher()
+
+# Submissions of one player's answer to one question now in flight in this process.
+_in_flight: dict[tuple[str, str, str], asyncio.Future[bytes]] = {}
+
+
+async def submit_once(caller: Caller, session_id: str, data: AnswerIn, now: int) -> bytes:
+    """Score one answer (``now``: its arrival, server clock ms); returns the reply.
+
+    Concurrent repeats of one answer are joined into one: a client that fires the
+    same answer many times at once (a retry loop, a double tap, or malice) waits for
+    the first copy's result; the database still guarantees one answer per player and
+    question across processes.
+    """
+    sid = parse_id(session_id, "session")
+    key = (str(sid), caller.user_id, data.question_id)
+    pending = _in_flight.get(key)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    _in_flight[key] = future
+    try:
+        body = await batcher.submit(Answer(caller, sid, data, now))
+    except BaseException as e:
+        future.set_exception(e)
+        future.exception()  # mark retrieved: nobody may be waiting
+        raise
+    else:
+        future.set_result(body)
+        return body
+    finally:
+        del _in_flight[key]

@@ -33,6 +33,9 @@ from services.quiz import answers, content, results, sessions
 from services.quiz.background import relay
 from services.quiz.errors import DB_DOWN_ERRORS, QuizError
 
+# Each committed batch of answers hands its outbox rows to this process's relay.
+answers.batcher.on_commit = relay.notify_batch
+
 
 def _errors(codes: dict[int, str]) -> dict[int, ResponseSpec]:
     """OpenAPI entries for error answers (all share ErrorBody); nginx adds 413 and 429."""
@@ -181,10 +184,8 @@ class QuizController(Controller):
     )
     async def answer(self, session_id: str, data: AnswerIn, caller: Caller) -> Response:
         now = now_ms()  # the answer's arrival on the server clock
-        accepted = await answers.submit_once(caller, session_id, data, now)
-        if accepted.outbox_id is not None:
-            relay.notify(accepted.outbox_id)
-        return Response(accepted.body, media_type=MediaType.JSON, status_code=HTTP_200_OK)
+        body = await answers.submit_once(caller, session_id, data, now)
+        return Response(body, media_type=MediaType.JSON, status_code=HTTP_200_OK)
 
     @get(
         "/sessions/{session_id:str}/results",

@@ -2,9 +2,11 @@
 
 One relay per quiz process, with the process's one producer, in one task:
 
-- fast path: the ids of rows this process just committed (``notify``) are claimed in
-  a transaction (``UPDATE ... SET sent_at = now() ... RETURNING``, row locks held),
-  sent, and committed once Kafka has acknowledged every record;
+- fast path: the ids of the rows of each batch of answers this process just
+  committed (``notify_batch``) are claimed in a transaction (``UPDATE ... SET
+  sent_at = now() ... RETURNING``, row locks held), handed to the producer together
+  (one produce batch per commit batch, or several batches coalesced when they
+  queued meanwhile), and committed once Kafka has acknowledged every record;
 - sweeper, every second: rows still unsent after 2 s (a process died, or Kafka was
   down) are claimed with ``FOR UPDATE SKIP LOCKED`` under a cluster-wide advisory lock
   (one sweeper at a time) and sent in id order, 1,000 per transaction.
@@ -35,10 +37,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from aiokafka.errors import KafkaError
 
+from contracts.events import decode_score_change
 from services.common import db
 from services.common.kafka import EventProducer
+from services.common.metrics import observe_ms
+from services.common.ranking import now_ms
+from services.common.settings import get_settings
 
 log = logging.getLogger("quizrt.quiz.outbox")
 
@@ -46,10 +53,10 @@ SWEEP_EVERY_S = 1.0
 SWEEP_MIN_AGE_S = 2.0
 SWEEP_BATCH = 1000
 FAST_BATCH = 500
-# Records per send_many call, each call acknowledged before the next: 32 events
-# (~400 bytes each) fit in one producer batch per partition, so the producer's
-# buffer never fills and a send never blocks.
-CHUNK = 32
+# Records per send_many call, each call acknowledged before the next: 500 events
+# (~450 bytes each) fit in one producer batch per partition (``EventProducer``'s
+# max_batch_size), so the producer's buffer never fills and a send never blocks.
+CHUNK = 500
 # A send slower than this means Kafka was away: catch up through the sweeper.
 SLOW_SEND_S = 5.0
 MAX_PENDING = 50_000
@@ -74,6 +81,7 @@ class OutboxRelay:
     def __init__(self, producer: EventProducer | None = None):
         self.producer = producer or EventProducer()
         self._pending: list[int] = []
+        self._committed: dict[int, int] = {}  # outbox id -> when its answer committed (ms)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         # Start by catching up: rows a previous run left unsent go first.
@@ -81,15 +89,26 @@ class OutboxRelay:
         self._stopping = False
         self.sent = 0
 
-    def notify(self, outbox_id: int) -> None:
+    def notify(self, outbox_id: int, committed_ms: int = 0) -> None:
         """A row was committed by this process: send it soon (never blocks)."""
+        self.notify_batch([outbox_id], committed_ms)
+
+    def notify_batch(self, outbox_ids: list[int], committed_ms: int = 0) -> None:
+        """Rows committed together by this process (at ``committed_ms``): send them
+        soon, together (never blocks)."""
         if self.catching_up:
             return  # the sweeper sends everything, in order
-        self._pending.append(outbox_id)
-        if len(self._pending) > MAX_PENDING:
-            self._pending.clear()
+        self._pending += outbox_ids
+        if committed_ms:
+            self._committed.update(dict.fromkeys(outbox_ids, committed_ms))
+        if len(self._pending) > MAX_PENDING or len(self._committed) > MAX_PENDING:
+            self._forget_pending()
             self.catching_up = True
         self._wake.set()
+
+    def _forget_pending(self) -> None:
+        self._pending.clear()
+        self._committed.clear()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -149,7 +168,7 @@ class OutboxRelay:
                     elif n < SWEEP_BATCH:
                         # Close to the present: take new rows on the fast path again,
                         # after one more sweep of everything committed before that.
-                        self._pending.clear()
+                        self._forget_pending()
                         self.catching_up = False
                         await self.sweep(min_age_s=0.0)
                         log.info("outbox caught up; fast path on")
@@ -168,7 +187,7 @@ class OutboxRelay:
                     if time.monotonic() - started > SLOW_SEND_S:
                         log.warning("Kafka was slow or away; catching up through the sweeper")
                         self.catching_up = True
-                        self._pending.clear()
+                        self._forget_pending()
                 if time.monotonic() - last_sweep >= SWEEP_EVERY_S:
                     last_sweep = time.monotonic()
                     await self.sweep(min_age_s=SWEEP_MIN_AGE_S)
@@ -179,12 +198,12 @@ class OutboxRelay:
                 # Kafka is away): the rolled-back rows are simply sent later.
                 log.warning("outbox relay: Kafka not ready (%r); rows stay unsent", e)
                 self.catching_up = True
-                self._pending.clear()
+                self._forget_pending()
                 await asyncio.sleep(1.0)
             except Exception:
                 log.exception("outbox relay error; rows stay unsent and are retried")
                 self.catching_up = True
-                self._pending.clear()
+                self._forget_pending()
                 await asyncio.sleep(1.0)
 
     # ------------------------------------------------------------------ sending
@@ -194,6 +213,8 @@ class OutboxRelay:
         async with db.connection() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM_FRESH, list(ids))
             await self._send(sorted(rows, key=lambda r: r["id"]))
+        for i in ids:  # rows another process's sweeper had taken
+            self._committed.pop(i, None)
         self.sent += len(rows)
         return len(rows)
 
@@ -220,11 +241,40 @@ class OutboxRelay:
                 return total
 
     async def _send(self, rows: Sequence[Any]) -> None:
-        """Send rows in order, waiting for Kafka's acknowledgement of each chunk."""
+        """Send rows in order, waiting for Kafka's acknowledgement of each chunk.
+
+        SCORE_CHANGE records get their hop times (when the answer committed, when the
+        record was handed to the producer) filled in on the way out.
+        """
+        score_topic = get_settings().topic_score_change
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
+            produced = now_ms()
             by_topic: dict[str, list[tuple[str, bytes]]] = {}
+            times: list[tuple[int, int]] = []
             for r in chunk:
-                by_topic.setdefault(r["topic"], []).append((r["key"], bytes(r["payload"])))
+                payload = bytes(r["payload"])
+                if r["topic"] == score_topic:
+                    committed = self._committed.pop(r["id"], 0)
+                    payload = _stamped(payload, committed, produced)
+                    times.append((committed, produced))
+                by_topic.setdefault(r["topic"], []).append((r["key"], payload))
             for topic, records in by_topic.items():
                 await self.producer.send_many(topic, records, timeout=ACK_WAIT_S)
+            acked = now_ms()
+            for committed, _ in times:
+                observe_ms("commit_produce", committed, produced)
+                observe_ms("produce_ack", produced, acked)
+
+
+def _stamped(payload: bytes, committed_ms: int, produced_ms: int) -> bytes:
+    """A SCORE_CHANGE payload with its commit and produce times (unknown commit: kept)."""
+    try:
+        event = decode_score_change(payload)
+    except msgspec.DecodeError:
+        return payload  # not ours to fix: sent as stored
+    return msgspec.json.encode(
+        msgspec.structs.replace(
+            event, committed_ms=committed_ms or event.committed_ms, produced_ms=produced_ms
+        )
+    )
