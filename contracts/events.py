@@ -22,6 +22,7 @@ __all__ = [
     "ScoreChange",
     "SessionEnded",
     "SessionStateChanged",
+    "TokenExpired",
     "Top10",
     "decode_score_change",
     "decode_top10",
@@ -103,6 +104,15 @@ class JoinAck(Struct, kw_only=True):
 class ErrorAck(Struct):
     ok: bool
     error: str
+
+
+class TokenExpired(Struct, kw_only=True):
+    """`token_expired` (server -> one socket): its access token expired at ``exp``
+    (Unix seconds); the server disconnects the socket right after. The client renews
+    its token (refresh), reconnects and joins its room again."""
+
+    exp: int
+    detail: str = "access token expired: refresh it and reconnect"
 
 
 # server -> room
