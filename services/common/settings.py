@@ -37,6 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     sio_max_connections: int = 20000
     sio_events_per_second: int = 20
+    # Wrong join codes one client address may try per window before a 429 (the quiz
+    # service counts them in Redis; nginx limits the request rate on top).
+    join_code_misses: int = 60
+    join_code_window_s: int = 600
     # Room deliveries per second the leaderboard consumer aims for (a broadcast to a
     # room of N players is N deliveries). The socket.io tier of the bench machine
     # delivered 7-15k/s; staying under it keeps answer-to-leaderboard latency low
