@@ -22,6 +22,7 @@ __all__ = [
     "ScoreChange",
     "SessionEnded",
     "SessionStateChanged",
+    "TokenExpired",
     "Top10",
     "decode_score_change",
     "decode_top10",
@@ -105,6 +106,15 @@ class ErrorAck(Struct, omit_defaults=True):
     error: str
     # Present when the refusal is temporary: try the same call again after this long.
     retry_after_ms: int | None = None
+
+
+class TokenExpired(Struct, kw_only=True):
+    """`token_expired` (server -> one socket): its access token expired at ``exp``
+    (Unix seconds); the server disconnects the socket right after. The client renews
+    its token (refresh), reconnects and joins its room again."""
+
+    exp: int
+    detail: str = "access token expired: refresh it and reconnect"
 
 
 # server -> room

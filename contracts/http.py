@@ -49,7 +49,15 @@ State = Literal["lobby", "running", "ended"]
 Nickname = Annotated[str, Meta(min_length=1, max_length=24, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Username = Annotated[str, Meta(min_length=3, max_length=40, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Password = Annotated[str, Meta(min_length=8, max_length=128)]
-Id = Annotated[str, Meta(min_length=1, max_length=64)]
+# PostgreSQL text cannot hold NUL: every string that may reach a column refuses it
+# here (422), before asyncpg would fail on it.
+NO_NUL = r"^[^\x00]*$"
+Id = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
+Title = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+QuestionText = Annotated[str, Meta(min_length=1, max_length=500, pattern=NO_NUL)]
+Choice = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+JoinCode = Annotated[str, Meta(min_length=1, max_length=12, pattern=NO_NUL)]
+LoginName = Annotated[str, Meta(min_length=1, max_length=40, pattern=NO_NUL)]
 
 
 class _In(Struct, forbid_unknown_fields=True):
@@ -70,7 +78,7 @@ class UserIn(_In):
 
 
 class LoginIn(_In):
-    username: Annotated[str, Meta(min_length=1, max_length=40)]
+    username: LoginName
     password: Annotated[str, Meta(min_length=1, max_length=128)]
 
 
@@ -97,17 +105,15 @@ class TokenPair(Struct):
 
 
 class QuestionIn(_In):
-    text: Annotated[str, Meta(min_length=1, max_length=500)]
-    choices: Annotated[
-        list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(min_length=2, max_length=6)
-    ]
+    text: QuestionText
+    choices: Annotated[list[Choice], Meta(min_length=2, max_length=6)]
     answer: Annotated[int, Meta(ge=0, le=5)]
     time_limit_s: Annotated[int, Meta(ge=5, le=120)] = 20
     points: Annotated[int, Meta(ge=0, le=10000)] = 1000
 
 
 class QuizIn(_In):
-    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    title: Title
     questions: Annotated[list[QuestionIn], Meta(min_length=1, max_length=100)]
     public: bool = False
 
@@ -156,7 +162,7 @@ class SessionCreated(Struct):
 
 
 class JoinIn(_In):
-    code: Annotated[str, Meta(min_length=1, max_length=12)] | None = None
+    code: JoinCode | None = None
     session_id: Id | None = None
 
 

@@ -93,6 +93,7 @@ def _socket_channels() -> list[Channel]:
         ("join ack", ev.JoinAck, "server -> client (ack of join)"),
         ("join error ack", ev.ErrorAck, "server -> client (ack of join or leave)"),
         ("leave", ev.LeaveRoom, "client -> server"),
+        ("token_expired", ev.TokenExpired, "server -> client (then disconnected)"),
     ]
     return [
         (

@@ -23,7 +23,7 @@ import msgspec
 import socketio
 
 from contracts import ErrorAck, JoinAck, JoinRoom, LeaveRoom, RoomLeaderboard, to_payload
-from realtime_sio import jsonmsg
+from realtime_sio import expiry, jsonmsg
 from realtime_sio.fanout import LeanRedisManager
 from realtime_sio.limits import ConnectionCap, EventRateLimit
 from realtime_sio.session_view import read_join, session_view
@@ -100,12 +100,13 @@ async def connect(sid: str, environ: dict, auth: Any = None) -> None:
     if not token:
         raise socketio.exceptions.ConnectionRefusedError("missing token")
     try:
-        caller = await verifier.verify(token)
+        caller, exp = await verifier.verify_until(token)
     except AuthError as e:
         raise socketio.exceptions.ConnectionRefusedError(str(e)) from e
     if not connections.admit(sid):
         raise socketio.exceptions.ConnectionRefusedError("server full, retry later")
     await sio.save_session(sid, {"caller": caller})
+    expiry.watch(sio, sid, exp)  # told and disconnected when the token expires
 
 
 @sio.event
@@ -113,6 +114,7 @@ async def disconnect(sid: str, reason: Any = None) -> None:
     manager.release(sid)
     connections.release(sid)
     rate_limit.forget(sid)
+    expiry.forget(sid)
 
 
 def _payload(struct: type[msgspec.Struct], args: tuple) -> Any:
@@ -189,6 +191,8 @@ async def leave(sid: str, *args: Any) -> dict[str, Any]:
 async def unknown_event(event: str, sid: str, *args: Any) -> dict[str, Any]:
     if not rate_limit.allow(sid):
         return _retry_later("rate limited", int(1000 / rate_limit.rate))
+    if event == jsonmsg.TOO_DEEP:
+        return _error("invalid payload: nested too deep")
     return _error(f"unknown event {event!r}")
 
 

@@ -12,6 +12,7 @@ request may cause a 5xx, and every error must be the JSON error shape
 from __future__ import annotations
 
 import json
+import uuid
 import zlib
 from typing import Any
 
@@ -72,13 +73,24 @@ def _seed(case: Any) -> int:
     return zlib.crc32(repr((case.path_parameters, case.query, case.body)).encode())
 
 
+def _other_spelling(session_id: str, seed: int) -> str:
+    """The same UUID spelled otherwise (upper case, no dashes, braces, urn:uuid:)."""
+    u = uuid.UUID(session_id)
+    return [session_id.upper(), u.hex, "{" + session_id + "}", u.urn][seed % 4]
+
+
 def _aim_at_real_ids(case: Any, ids: dict[str, str]) -> None:
-    """On half of the cases, path ids name the real quiz/session/player."""
+    """On half of the cases, path ids name the real quiz/session/player (on one in
+    eight, the real session id in another spelling, which must be unknown, not 5xx)."""
     if not case.path_parameters or _seed(case) % 2:
         return
     for name in case.path_parameters:
         if name in ("id", "session_id"):
-            case.path_parameters[name] = ids["session_id"]
+            case.path_parameters[name] = (
+                _other_spelling(ids["session_id"], _seed(case) // 8)
+                if _seed(case) % 8 == 2
+                else ids["session_id"]
+            )
         elif name == "quiz_id":
             case.path_parameters[name] = ids["quiz_id"]
         elif name == "user_id":

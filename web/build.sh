@@ -12,6 +12,11 @@ set -eu
 cd "$(dirname "$0")"
 WEB=$(pwd)
 SIO=node_modules/socket.io-client/dist/socket.io.esm.min.js
+# Swagger UI for the services' /api/<service>/schema/swagger pages, served from
+# /assets/swagger-ui-<version>/ (same origin, no CDN); the version is in the path,
+# so the year-long cache of /assets/ holds, and services/common/web.py names it.
+SWAGGER=node_modules/swagger-ui-dist
+SWAGGER_FILES="swagger-ui-bundle.js swagger-ui-standalone-preset.js swagger-ui.css favicon-32x32.png"
 
 LOCK="$WEB/.build.lock"
 tries=0
@@ -34,7 +39,7 @@ trap 'exit 1' INT TERM HUP
 
 # ---- dependencies
 lock_sum=$(cksum < package-lock.json)
-if [ ! -f "$SIO" ] || [ "$(cat node_modules/.quizrt-lock 2>/dev/null || true)" != "$lock_sum" ]; then
+if [ ! -f "$SIO" ] || [ ! -f "$SWAGGER/swagger-ui-bundle.js" ] || [ "$(cat node_modules/.quizrt-lock 2>/dev/null || true)" != "$lock_sum" ]; then
     if ! command -v npm >/dev/null 2>&1; then
         echo "web/build.sh: npm is missing (Debian: apt-get install -y nodejs npm)" >&2
         exit 1
@@ -47,7 +52,8 @@ fi
 # ---- version of the inputs
 files=$(find src -type f | LC_ALL=C sort)
 # shellcheck disable=SC2086  # file names are ours: no spaces
-version=v$(cat build.sh $files "$SIO" | cksum | cut -d' ' -f1)
+swagger_version=$(node -p "require('./$SWAGGER/package.json').version")
+version=v$(cat build.sh $files "$SIO" "$SWAGGER/package.json" | cksum | cut -d' ' -f1)
 if [ -f dist/.version ] && [ "$(cat dist/.version)" = "$version" ] && [ -f dist/index.html ]; then
     exit 0
 fi
@@ -63,6 +69,8 @@ rm -rf "$tmp"
 mkdir -p "$tmp/assets/$version"
 cp src/assets/* "$tmp/assets/$version/"
 cp "$SIO" "$tmp/assets/$version/socket.io.esm.min.js"
+mkdir -p "$tmp/assets/swagger-ui-$swagger_version"
+for f in $SWAGGER_FILES; do cp "$SWAGGER/$f" "$tmp/assets/swagger-ui-$swagger_version/"; done
 
 # Preload every module so the browser fetches them in parallel, not one import at a time.
 preloads=""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import httpx
 import jwt
@@ -45,7 +44,8 @@ class TokenVerifier:
         self.jwks_url = jwks_url or f"{s.iam_url}/api/iam/jwks"
         self.audience = s.jwt_audience
         self.issuer = s.jwt_issuer
-        self.keys: dict[str, Any] = {}
+        # kid -> the JWK: its key and the one algorithm it verifies.
+        self.keys: dict[str, PyJWK] = {}
         self._fetched_at = 0.0
         self._refetch_interval = refetch_interval_s
         self._lock = asyncio.Lock()
@@ -56,7 +56,7 @@ class TokenVerifier:
         keys = {}
         for jwk in jwks.get("keys", []):
             try:
-                keys[jwk["kid"]] = PyJWK.from_dict(jwk).key
+                keys[jwk["kid"]] = PyJWK.from_dict(jwk)
             except Exception:
                 continue
         self.keys = keys
@@ -74,39 +74,49 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Caller:
         """Caller of a valid access token; raises AuthError otherwise."""
+        return (await self.verify_until(token))[0]
+
+    async def verify_until(self, token: str) -> tuple[Caller, float]:
+        """Caller of a valid access token and when it expires (Unix seconds)."""
         now = time.time()
         hit = self._cache.get(token)
         if hit is not None and hit[1] > now:
-            return hit[0]
+            return hit
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as e:
+        except Exception as e:  # PyJWTError, and whatever a crafted header provokes
             raise AuthError("malformed token") from e
         kid = header.get("kid")
-        if header.get("alg") not in ALGORITHMS or not kid:
+        if header.get("alg") not in ALGORITHMS or not kid or not isinstance(kid, str):
             raise AuthError("unsupported token")
         if kid not in self.keys:
             try:
                 await self.refresh()
             except Exception as e:
                 raise AuthError("cannot verify token now") from e
-        key = self.keys.get(kid)
-        if key is None:
+        jwk = self.keys.get(kid)
+        if jwk is None:
             raise AuthError("unknown signing key")
+        if header.get("alg") != jwk.algorithm_name:
+            # A key verifies one algorithm: a token signed otherwise under its kid is forged.
+            raise AuthError("token algorithm does not match its key")
         try:
             claims = jwt.decode(
                 token,
-                key=key,
-                algorithms=ALGORITHMS,
+                key=jwk.key,
+                algorithms=[jwk.algorithm_name],
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "sub", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError as e:
             raise AuthError("token expired") from e
-        except jwt.PyJWTError as e:
+        except Exception as e:
+            # PyJWTError, but also what PyJWT raises for a token whose algorithm does
+            # not fit the key named by its kid (e.g. TypeError "Expecting a
+            # PEM-formatted key" for ES256 against an Ed25519 key): all are 401.
             raise AuthError("invalid token") from e
-        if claims.get("typ") != "access":
+        if claims.get("typ") != "access" or not isinstance(claims.get("exp"), int | float):
             raise AuthError("not an access token")
         caller = Caller(
             user_id=str(claims["sub"]),
@@ -116,7 +126,7 @@ class TokenVerifier:
         if len(self._cache) > 50_000:
             self._cache.clear()
         self._cache[token] = (caller, float(claims["exp"]))
-        return caller
+        return caller, float(claims["exp"])
 
 
 verifier = TokenVerifier()

@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Overload guard only: room deliveries per second (a broadcast to a room of N
     # players is N deliveries) past which every session's tick is stretched evenly.
     leaderboard_deliveries_per_s: int = 20000
+    # Wrong join codes one client address may try per window before a 429 (the quiz
+    # service counts them in Redis; nginx limits the request rate on top).
+    join_code_misses: int = 60
+    join_code_window_s: int = 600
     # Port of this process's Prometheus /metrics on 127.0.0.1 (0 = none); the stack
     # gives every process its own.
     metrics_port: int = 0

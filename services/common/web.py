@@ -1,7 +1,8 @@
 """The Litestar app factory every service uses: one error shape, health, OpenAPI.
 
-Every error is JSON ``{status_code, detail, extra?}``: malformed JSON is 400,
-well-formed but invalid fields 422 naming the field, unexpected errors 500.
+Every error is JSON ``{status_code, detail, extra?}``: malformed JSON is 400
+(nesting too deep to decode included), well-formed but invalid fields 422 naming
+the field (types are strict: ``"1"`` or ``1.0`` is no integer), unexpected errors 500.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -24,6 +27,22 @@ log = logging.getLogger("quizrt.web")
 _BACKTICKED = re.compile(r"field `([^`]+)`")
 
 HealthCheck = Callable[[], Awaitable[bool]]
+
+# Swagger UI's files, vendored from npm's swagger-ui-dist by web/build.sh and served
+# by nginx with the web client: the docs pages (same origin as the tokens in
+# localStorage) load no third-party script. Keep in step with web/package.json.
+SWAGGER_UI_VERSION = "5.35.0"
+SWAGGER_UI_ASSETS = f"/assets/swagger-ui-{SWAGGER_UI_VERSION}"
+
+
+def swagger_plugin() -> SwaggerRenderPlugin:
+    """Swagger UI from our own origin (Litestar's default loads it from a CDN)."""
+    return SwaggerRenderPlugin(
+        js_url=f"{SWAGGER_UI_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{SWAGGER_UI_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{SWAGGER_UI_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f'<link rel="icon" type="image/png" href="{SWAGGER_UI_ASSETS}/favicon-32x32.png">',
+    )
 
 
 def _error(status: int, detail: str, extra: Any = None, headers: dict | None = None) -> Response:
@@ -50,6 +69,53 @@ def _validation_error(_: Request, exc: ValidationException) -> Response:
         named = f" (field `{fields[0]}`)" if fields else ""
         return _error(422, f"{what}{named}", extra)
     return _error(400, detail, extra)
+
+
+def _too_deep(_: Request, exc: RecursionError) -> Response:
+    # msgspec gives up on JSON nested deeper than the interpreter's recursion limit.
+    return _error(400, "Malformed JSON body")
+
+
+_BODY_TYPES: dict[BaseRouteHandler, type[msgspec.Struct] | None] = {}
+_AT = re.compile(r"^(.*?)(?: - at `\$\.?([^`]*)`)?$", re.S)
+
+
+def _body_type(handler: BaseRouteHandler) -> type[msgspec.Struct] | None:
+    """The Struct a handler's ``data`` parameter is, or None (cached per handler)."""
+    if handler not in _BODY_TYPES:
+        field = handler.parsed_fn_signature.parameters.get("data")
+        kind = field.annotation if field is not None else None
+        is_struct = isinstance(kind, type) and issubclass(kind, msgspec.Struct)
+        _BODY_TYPES[handler] = kind if is_struct else None  # type: ignore[assignment]
+    return _BODY_TYPES[handler]
+
+
+async def strict_body(request: Request) -> None:
+    """before_request: the JSON body must fit its Struct with strict types.
+
+    Litestar converts bodies leniently (``"1"`` and ``1.0`` become the integer 1,
+    ``"true"`` a bool); the protocol says 422. The body is decoded once (Litestar
+    caches it) and converted strictly here, before Litestar's own conversion.
+    Handlers with a ``before_request`` of their own call this at its end.
+    """
+    kind = _body_type(request.route_handler)
+    if kind is None:
+        return
+    try:
+        body = await request.json()
+    except RecursionError:
+        raise ValidationException("Malformed JSON body") from None
+    except Exception:  # malformed JSON: Litestar's body parsing answers 400
+        return
+    try:
+        msgspec.convert(body, kind, strict=True)
+    except msgspec.ValidationError as e:
+        m = _AT.match(str(e))
+        message, key = (m.group(1), m.group(2)) if m else (str(e), None)
+        extra: dict[str, str] = {"message": message, "source": "body"}
+        if key:
+            extra["key"] = key
+        raise ValidationException(message, extra=[extra]) from None
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
@@ -103,9 +169,11 @@ def create_app(
         route_handlers=[router],
         on_startup=[serve_metrics, *on_startup],
         on_shutdown=list(on_shutdown),
+        before_request=strict_body,
         exception_handlers={
             ValidationException: _validation_error,
             HTTPException: _http_error,
+            RecursionError: _too_deep,
             Exception: _internal_error,
         },
         openapi_config=OpenAPIConfig(
@@ -113,7 +181,7 @@ def create_app(
             version=version,
             description=description,
             path=f"/api/{service}/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[swagger_plugin()],
         ),
         debug=False,
     )

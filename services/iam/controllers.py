@@ -15,6 +15,7 @@ from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_409_CONFLICT
 
 from contracts.http import ErrorBody, GuestIn, LoginIn, RefreshIn, TokenPair, UserIn, UserOut
+from services.common.web import strict_body
 from services.iam.service import (
     IamService,
     InvalidCredentials,
@@ -48,10 +49,11 @@ async def trim_nickname(request: Request) -> None:
     """
     try:
         body = await request.json()
-    except Exception:  # malformed JSON: the normal body parsing answers 400
-        return
+    except Exception:  # malformed or too deep: strict_body answers 400
+        body = None
     if isinstance(body, dict) and isinstance(body.get("nickname"), str):
         body["nickname"] = body["nickname"].strip()
+    await strict_body(request)  # a handler's before_request replaces the app's
 
 
 def _bad_nickname(e: InvalidNickname) -> ValidationException:

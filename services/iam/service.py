@@ -26,14 +26,18 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from contracts.http import TokenPair, UserOut
+from services.common import db
 from services.common.settings import Settings, get_settings
 from services.iam.keys import ALGORITHM, KeyRing, load_keyring
 from services.iam.tables import IamRefreshToken, IamUser
 
 NICKNAME_MAX = 24
-# Bidirectional overrides can make a nickname render as someone else's; format
-# characters in general (e.g. the zero-width joiner inside emoji) stay allowed.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Format characters (Cf) are invisible: bidi overrides, isolates and marks
+# (U+200E, U+200F, U+061C) make a nickname render as someone else's, zero-width
+# spaces and the BOM hide what it starts with (a CSV formula, an impersonation).
+# All are refused except the joiners that writing systems and emoji need: ZWNJ and
+# ZWJ (U+200C, U+200D) and the tag characters of emoji flag sequences.
+_FORMAT_ALLOWED = frozenset("\u200c\u200d") | frozenset(map(chr, range(0xE0020, 0xE0080)))
 
 # argon2id, 19 MiB, 3 passes, 1 lane: ~27 ms per hash on this 2-core machine
 # (measured), above OWASP's minimum (19 MiB, 2 passes). Hashing runs in a worker
@@ -42,6 +46,33 @@ _hasher = PasswordHasher(time_cost=3, memory_cost=19456, parallelism=1)
 # Verified when the username is unknown, so a miss costs as much as a hit
 # (no timing oracle for which usernames exist).
 _DUMMY_HASH = _hasher.hash("not a real password, only burns time")
+
+# Refresh rotation (see IamService.refresh). The family lock is a transaction-scoped
+# advisory lock keyed by the family id: rotations and revocations of one family run
+# one at a time, and a lock that collides with another family's only waits a little.
+_FAMILY_OF = "select family_id from iam_refresh_token where token_hash = $1"
+_LOCK_FAMILY = "select pg_advisory_xact_lock(hashtextextended($1, 0))"
+# Under the lock: the token's state as committed now; it is marked used when it was
+# usable (and the user exists), and the row before the update tells which case it is.
+_CLAIM = """
+with old as (
+    select t.id, t.user_id, t.used_at, t.revoked, t.expires_at,
+           u.nickname, u.role, u.username
+    from iam_refresh_token t left join iam_user u on u.id = t.user_id
+    where t.token_hash = $1
+), claimed as (
+    update iam_refresh_token t set used_at = $2
+    from old
+    where t.id = old.id and old.used_at is null and not old.revoked
+      and old.expires_at > $2 and old.nickname is not null
+)
+select * from old
+"""
+_REVOKE_FAMILY = "update iam_refresh_token set revoked = true where family_id = $1"
+_INSERT_TOKEN = """
+insert into iam_refresh_token (id, user_id, family_id, token_hash, expires_at, created_at)
+values ($1, $2, $3, $4, $5, $6)
+"""
 
 
 class IamError(Exception):
@@ -71,9 +102,14 @@ def clean_nickname(raw: str) -> str:
         raise InvalidNickname("nickname must not be blank")
     if len(nick) > NICKNAME_MAX:
         raise InvalidNickname(f"nickname must be at most {NICKNAME_MAX} characters")
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS for c in nick):
-        raise InvalidNickname("nickname must not contain control characters")
+    if any(_refused(c) for c in nick):
+        raise InvalidNickname("nickname must not contain control or invisible format characters")
     return nick
+
+
+def _refused(c: str) -> bool:
+    category = unicodedata.category(c)
+    return category in ("Cc", "Zl", "Zp", "Cs") or (category == "Cf" and c not in _FORMAT_ALLOWED)
 
 
 def _hash_refresh(token: str) -> str:
@@ -240,43 +276,52 @@ class IamService:
 
         A token that was used before revokes its whole family (theft detection).
         Raises InvalidRefreshToken for unknown, expired, revoked or reused tokens.
+
+        The whole rotation is one transaction holding the family's lock (a
+        transaction-scoped advisory lock on the family id), and so is a revocation:
+        a rotation either commits before a revocation (whose UPDATE then sees, and
+        revokes, the token it issued) or starts after it and finds the family
+        revoked. No token issued in a race outlives its family's revocation.
         """
         token_hash = _hash_refresh(token)
-        # One conditional UPDATE: of two concurrent uses of one token, exactly one wins.
-        claimed = (
-            await IamRefreshToken.update({IamRefreshToken.used_at: _now()})
-            .where(
-                (IamRefreshToken.token_hash == token_hash)
-                & IamRefreshToken.used_at.is_null()
-                & (IamRefreshToken.revoked == False)  # noqa: E712 - Piccolo column expression
-                & (IamRefreshToken.expires_at > _now())
-            )
-            .returning(IamRefreshToken.user, IamRefreshToken.family_id)
-        )
-        if not claimed:
-            known = (
-                await IamRefreshToken.select(IamRefreshToken.family_id, IamRefreshToken.used_at)
-                .where(IamRefreshToken.token_hash == token_hash)
-                .first()
-            )
-            if known is not None and known["used_at"] is not None:
-                await IamRefreshToken.update({IamRefreshToken.revoked: True}).where(
-                    IamRefreshToken.family_id == known["family_id"]
+        async with db.connection() as conn, conn.transaction():
+            family = await conn.fetchval(_FAMILY_OF, token_hash)
+            if family is None:
+                raise InvalidRefreshToken("refresh token unknown, expired or revoked")
+            await conn.execute(_LOCK_FAMILY, str(family))
+            row = await conn.fetchrow(_CLAIM, token_hash, _now())
+            if row["used_at"] is not None:
+                await conn.execute(_REVOKE_FAMILY, family)
+                reused = True
+            elif row["revoked"] or row["expires_at"] <= _now() or row["nickname"] is None:
+                reused = False
+            else:
+                user = _User(
+                    id=str(row["user_id"]),
+                    nickname=row["nickname"],
+                    role=row["role"],
+                    username=row["username"],
                 )
-                raise InvalidRefreshToken("refresh token reused: its family is revoked")
-            raise InvalidRefreshToken("refresh token unknown, expired or revoked")
-        user_id, family_id = claimed[0]["user_id"], claimed[0]["family_id"]
-        row = (
-            await IamUser.select(IamUser.nickname, IamUser.role, IamUser.username)
-            .where(IamUser.id == user_id)
-            .first()
-        )
-        if row is None:
-            raise InvalidRefreshToken("the user of this refresh token is gone")
-        user = _User(
-            id=str(user_id), nickname=row["nickname"], role=row["role"], username=row["username"]
-        )
-        return await self._pair(user, family_id)
+                refresh = secrets.token_urlsafe(32)
+                await conn.execute(
+                    _INSERT_TOKEN,
+                    uuid.uuid4(),
+                    row["user_id"],
+                    family,
+                    _hash_refresh(refresh),
+                    _now() + dt.timedelta(seconds=self.settings.refresh_ttl_s),
+                    _now(),
+                )
+                return TokenPair(
+                    access_token=self.access_token(user),
+                    refresh_token=refresh,
+                    expires_in=self.settings.access_ttl_s,
+                    user=user.out(),
+                )
+        # Raised after the transaction committed, so the revocation is durable first.
+        if reused:
+            raise InvalidRefreshToken("refresh token reused: its family is revoked")
+        raise InvalidRefreshToken("refresh token unknown, expired or revoked")
 
     def jwks(self) -> dict:
         """The public keys that verify access tokens (JWKS)."""

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from services.common import db
+from services.common.ids import canonical_uuid
 from services.common.ranking import composite, initial_version, now_ms
 from services.common.redis import ALIVE_KEY, board_key, board_names_key, board_version_key
 
@@ -28,11 +29,8 @@ REBUILD_LOCK_KEY = "quizrt:rebuild-lock"
 
 
 def parse_session_id(session_id: str) -> uuid.UUID | None:
-    """The UUID of a session id, or None when it cannot name a session."""
-    try:
-        return uuid.UUID(session_id)
-    except (ValueError, AttributeError, TypeError):
-        return None
+    """The UUID of a session id, or None when it cannot name a session (or is not canonical)."""
+    return canonical_uuid(session_id)
 
 
 async def rebuild_board(redis: Redis, session_id: str, attempts: int = 10) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from contracts import QuestionIn, QuizCreated, QuizDetail, QuizIn, QuizList, QuizSummary
+from services.common.ids import canonical_uuid
 from services.common.ranking import now_ms
 from services.quiz.errors import Forbidden, Invalid, NotFound
 from services.quiz.join_codes import insert_session
@@ -196,8 +197,9 @@ async def quiz_detail(conn: Any, caller_id: str, quiz_id: str) -> QuizDetail:
 
 
 def parse_id(value: str, what: str) -> uuid.UUID:
-    """A path id as a UUID; an id that cannot exist is simply unknown (404)."""
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise NotFound(f"No such {what}") from None
+    """A client's id as a UUID; an id that cannot exist, or is spelled otherwise
+    than canonically (upper case, no dashes, braces, urn:uuid:), is unknown (404)."""
+    parsed = canonical_uuid(value)
+    if parsed is None:
+        raise NotFound(f"No such {what}")
+    return parsed

@@ -29,9 +29,9 @@ from services.common import db
 from services.common.auth import Caller, host_only, provide_caller
 from services.common.ranking import now_ms
 from services.common.redis import get_redis
-from services.quiz import answers, content, results, sessions
+from services.quiz import answers, content, guessing, results, sessions
 from services.quiz.background import relay
-from services.quiz.errors import DB_DOWN_ERRORS, QuizError
+from services.quiz.errors import DB_DOWN_ERRORS, NotFound, QuizError
 
 # Each committed batch of answers hands its outbox rows to this process's relay.
 answers.batcher.on_commit = relay.notify_batch
@@ -134,14 +134,24 @@ class QuizController(Controller):
             {
                 403: "The session's host cannot join as a player",
                 404: "No such session or join code",
+                429: "Too many wrong join codes from this address; see Retry-After",
                 409: "The session has ended",
             }
         ),
         summary="Join a session by code or id (joining twice is harmless)",
     )
-    async def join(self, data: JoinIn, caller: Caller) -> JoinResult:
-        async with db.connection() as conn:
-            return await sessions.join(conn, get_redis(), caller, data)
+    async def join(self, request: Request, data: JoinIn, caller: Caller) -> JoinResult:
+        by_code = data.session_id is None and data.code is not None
+        address = guessing.client_address(request)
+        if by_code:
+            await guessing.refuse_if_guessing(get_redis(), address)
+        try:
+            async with db.connection() as conn:
+                return await sessions.join(conn, get_redis(), caller, data)
+        except NotFound:
+            if by_code:
+                await guessing.count_miss(get_redis(), address)
+            raise
 
     @post(
         "/sessions/{session_id:str}/advance",
@@ -206,7 +216,7 @@ class QuizController(Controller):
         if fmt == "csv":
             return Response(
                 results.results_csv(res, quiz),
-                media_type="text/csv; charset=utf-8",
+                media_type="text/csv",  # Litestar appends "; charset=utf-8"
                 headers={
                     "Content-Disposition": f'attachment; filename="results-{res.session_id}.csv"'
                 },

@@ -81,6 +81,21 @@ def results_csv(results: SessionResults, quiz: QuizContent) -> str:
     return out.getvalue()
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(text: str) -> str:
-    """Keep spreadsheets from running a nickname as a formula (CSV injection)."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """Keep spreadsheets from running a nickname as a formula (CSV injection).
+
+    Spreadsheets skip invisible characters (zero-width space, BOM, bidi marks) and
+    spaces before a formula, so the first visible character is the one that counts.
+    """
+    visible = text.lstrip("".join(_INVISIBLE) + " \u00a0")
+    risky = text[:1] in _FORMULA_START or visible[:1] in _FORMULA_START
+    return f"'{text}" if risky else text
+
+
+_INVISIBLE = frozenset(
+    "\u200b\u200c\u200d\u200e\u200f\u061c\ufeff\u2060\u00ad\u180e"
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.common.settings import get_settings
@@ -68,6 +69,12 @@ def sign(ring: KeyRing, payload: dict, kid: str | None = None) -> str:
     )
 
 
+def _realg(token: str, header: dict) -> str:
+    """``token`` with its header replaced (the signature no longer covers it)."""
+    _, payload, signature = token.split(".")
+    return f"{_b64json(header)}.{payload}.{signature}"
+
+
 def hostile_tokens(ring: KeyRing, real_token: str, user_id: str) -> dict[str, str]:
     """name -> a token every service must refuse (401, socket.io connect refused)."""
     header, payload, signature = real_token.split(".")
@@ -102,6 +109,20 @@ def hostile_tokens(ring: KeyRing, real_token: str, user_id: str) -> dict[str, st
         ),
         "signed by another key, unknown kid": jwt.encode(
             good, stranger, algorithm="EdDSA", headers={"kid": "not-a-real-kid"}
+        ),
+        # Another algorithm under the real kid: the key verifies EdDSA only (these
+        # were a 500 / a socket.io connect without reply, PyJWT raising TypeError).
+        "ES256 under the real kid": jwt.encode(
+            good,
+            ec.generate_private_key(ec.SECP256R1()),
+            algorithm="ES256",
+            headers={"kid": ring.signing_kid},
+        ),
+        "ES256 header, real EdDSA signature": _realg(
+            sign(ring, good), {"alg": "ES256", "typ": "JWT", "kid": ring.signing_kid}
+        ),
+        "kid is a list": _realg(
+            sign(ring, good), {"alg": "EdDSA", "typ": "JWT", "kid": [ring.signing_kid]}
         ),
         "no kid": jwt.encode(good, ring.signing_key, algorithm="EdDSA"),
         "wrong audience": sign(ring, claims(user_id, aud="another-service")),
