@@ -71,6 +71,10 @@ fmt:
 kafka-topics:
     {{py}} -m services.common.kafka list-topics
 
+# Kafka UI in the terminal (kaskade): topics, groups, lag; `just kafka-ui SCORE_CHANGE`: messages
+kafka-ui *args:
+    {{py}} -m infra.stack kafka-ui "$@"
+
 # redis-cli on the running stack's Redis
 redis-cli *args:
     redis-cli -u "$({{py}} -c 'from services.common.settings import get_settings; print(get_settings().redis_url)')" "$@"

@@ -99,12 +99,14 @@ class Layout:
     external: dict[str, str] = field(default_factory=dict)
     # Prometheus /metrics port of each service process (by process name).
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # Redis Commander (0: a stack.json written before it existed).
+    admin_port: int = 0
 
     @classmethod
     def dev(cls) -> Layout:
         env = os.environ
         n = {k: int(env.get(f"QUIZ_PROCS_{k.upper()}", d)) for k, d in PROCS_DEFAULT.items()}
-        return cls(
+        lay = cls(
             run_dir=Path(env.get("QUIZ_RUN_DIR", ROOT / ".run" / "dev")),
             http_port=int(env.get("QUIZ_HTTP_PORT", 8080)),
             pg_port=55432,
@@ -118,7 +120,9 @@ class Layout:
             consumers=n["consumer"],
             external=external_servers(),
             metrics_ports=_metrics_ports(n, lambda i: 19101 + i),
+            admin_port=ADMIN_PORT_DEV,
         )
+        return move_dev_ports(lay)
 
     @classmethod
     def test(cls, run_dir: Path) -> Layout:
@@ -139,6 +143,7 @@ class Layout:
             durable=False,
             external=external_servers(),
             metrics_ports=_metrics_ports(n, lambda _: free_port()),
+            admin_port=free_port(),
         )
 
     def to_json(self) -> dict:
@@ -205,6 +210,151 @@ def external_servers() -> dict[str, str]:
         "kafka_bootstrap": "QUIZ_KAFKA_BOOTSTRAP",
     }
     return {k: os.environ[v] for k, v in keys.items() if os.environ.get(v)}
+
+
+# --------------------------------------------------------------------------- ports
+
+ADMIN_PORT_DEV = 8082
+# The dev stack's fixed ports move with QUIZ_PORT_OFFSET (all of them: a second clone
+# runs with QUIZ_PORT_OFFSET=10, a third with 20; below 100 the service ranges 18101+,
+# 18201+, ... of two stacks never overlap) or one by one with these variables.
+PORT_VARS = {
+    "http_port": "QUIZ_HTTP_PORT",
+    "pg_port": "QUIZ_PG_PORT",
+    "redis_port": "QUIZ_REDIS_PORT",
+    "kafka_port": "QUIZ_KAFKA_PORT",
+    "kafka_ctrl_port": "QUIZ_KAFKA_CONTROLLER_PORT",
+    "admin_port": "QUIZ_ADMIN_PORT",
+}
+PORT_OFFSETS = range(10, 100, 10)
+# The variable that moves one server's port (the others move with the offset).
+PROCESS_PORT_VAR = {
+    "nginx": "QUIZ_HTTP_PORT",
+    "postgres": "QUIZ_PG_PORT",
+    "redis": "QUIZ_REDIS_PORT",
+    "kafka": "QUIZ_KAFKA_PORT",
+    "redis-commander": "QUIZ_ADMIN_PORT",
+}
+
+
+def shift_ports(lay: Layout, offset: int) -> None:
+    """Add ``offset`` to every port of ``lay`` (each ``*_port``/``*_ports`` field)."""
+    for name, value in list(lay.__dict__.items()):
+        if name.endswith("_port") and isinstance(value, int) and value:
+            setattr(lay, name, value + offset)
+        elif name.endswith("_ports") and isinstance(value, list):
+            setattr(lay, name, [p + offset for p in value])
+        elif name.endswith("_ports") and isinstance(value, dict):
+            setattr(lay, name, {k: p + offset for k, p in value.items()})
+
+
+def move_dev_ports(lay: Layout, env: dict[str, str] | None = None) -> Layout:
+    """Apply QUIZ_PORT_OFFSET, then the per-server port variables (absolute ports)."""
+    env = dict(os.environ if env is None else env)
+    shift_ports(lay, int(env.get("QUIZ_PORT_OFFSET") or 0))
+    for attr, var in PORT_VARS.items():
+        if env.get(var):
+            setattr(lay, attr, int(env[var]))
+    if env.get("QUIZ_KAFKA_PORT") and not env.get("QUIZ_KAFKA_CONTROLLER_PORT"):
+        lay.kafka_ctrl_port = lay.kafka_port + 1
+    return lay
+
+
+def planned_ports(stack: Stack) -> list[tuple[int, str]]:
+    """(port, process) of every listener that `up` would start now: what this stack
+    already runs and the servers given by QUIZ_*_URL are left out."""
+    lay = stack.layout
+    want = [(lay.http_port, "nginx")]
+    if "database_url" not in lay.external:
+        want.append((lay.pg_port, "postgres"))
+    if "redis_url" not in lay.external:
+        want.append((lay.redis_port, "redis"))
+    if "kafka_bootstrap" not in lay.external:
+        want += [(lay.kafka_port, "kafka"), (lay.kafka_ctrl_port, "kafka")]
+    for kind in ("iam", "quiz", "leaderboard", "sio"):
+        want += [(p, f"{kind}-{i}") for i, p in enumerate(getattr(lay, f"{kind}_ports"), 1)]
+    want += [(p, name) for name, p in lay.metrics_ports.items()]
+    if admin_enabled() and lay.admin_port:
+        want.append((lay.admin_port, ADMIN_NAME))
+    return [(p, n) for p, n in want if not stack.running(n)]
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could not listen on ``host:port`` (the way the servers bind)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def port_holder(port: int) -> str:
+    """Who holds TCP ``port``, e.g. ``java (pid 4953, in /work/other-clone)``, from
+    /proc/net/tcp{,6} and the processes' open sockets (the same facts as ``ss -ltnp``)."""
+    listening: set[str] = set()
+    bound: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and int(f[1].rsplit(":", 1)[1], 16) == port and f[9] != "0":
+                (listening if f[3] == "0A" else bound).add(f"socket:[{f[9]}]")
+    sockets = listening or bound
+    if not sockets:
+        return "an unknown process"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in sockets:
+                    return describe_process(int(proc.name))
+            except OSError:
+                continue
+    return "a process of another user (`sudo ss -ltnp` names it)"
+
+
+def describe_process(pid: int) -> str:
+    """``name (pid N, in CWD)``: the folder tells which checkout a stack runs from."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        name = "?"
+    try:
+        return f"{name} (pid {pid}, in {os.readlink(f'/proc/{pid}/cwd')})"
+    except OSError:
+        return f"{name} (pid {pid})"
+
+
+def check_ports(stack: Stack) -> None:
+    """Refuse to start anything, in one line, when a port of this stack is taken."""
+    planned = planned_ports(stack)
+    taken = [(p, n) for p, n in planned if port_taken(p)]
+    if not taken:
+        return
+    what = "; ".join(f"port {p} ({n}) is taken by {port_holder(p)}" for p, n in taken)
+    cur = int(os.environ.get("QUIZ_PORT_OFFSET") or 0)
+    free = next((o for o in PORT_OFFSETS if not any(port_taken(p + o) for p, _ in planned)), None)
+    if free is None:
+        move = "QUIZ_PORT_OFFSET=10, 20, ... (moves every port)"
+    else:
+        move = f"QUIZ_PORT_OFFSET={cur + free} (moves every port; all free now)"
+    one = sorted({PROCESS_PORT_VAR[n] for _, n in taken if n in PROCESS_PORT_VAR})
+    if one:
+        move += f" or {', '.join(v + '=PORT' for v in one)}"
+    die(
+        f"{what}; nothing was started. Move this stack with {move}, or stop the other"
+        " stack (`./dev down` in its checkout)."
+    )
 
 
 # --------------------------------------------------------------------------- state
@@ -912,6 +1062,142 @@ def start_nginx(stack: Stack) -> None:
     say(f"nginx: ready on {lay.base_url}")
 
 
+# --------------------------------------------------------------------------- admin tools
+
+ADMIN_NAME = "redis-commander"
+ADMIN_DIR = ROOT / "infra" / "admin"
+REDIS_COMMANDER = ADMIN_DIR / "node_modules" / "redis-commander" / "bin" / "redis-commander.js"
+
+
+def admin_enabled() -> bool:
+    """Redis Commander runs with the stack unless QUIZ_ADMIN=0."""
+    return os.environ.get("QUIZ_ADMIN", "1").strip().lower() not in ("0", "no", "false", "off")
+
+
+def admin_node_modules() -> str:
+    """Install infra/admin's npm packages from its lock file (`npm ci`) when missing or
+    when the lock changed; returns why it could not, or ''. Serialised with a file lock,
+    since several test stacks may start at once."""
+    import fcntl
+
+    lock_sum = str(hash_file(ADMIN_DIR / "package-lock.json"))
+    stamp = ADMIN_DIR / "node_modules" / ".quizrt-lock"
+    with open(ADMIN_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if REDIS_COMMANDER.exists() and stamp.exists() and stamp.read_text() == lock_sum:
+            return ""
+        npm = shutil.which("npm")
+        if not npm:
+            return "npm is missing (Debian: apt-get install -y nodejs npm)"
+        say("redis-commander: npm ci in infra/admin (first run only)")
+        r = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=ADMIN_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if r.returncode != 0:
+            return f"npm ci failed: {r.stderr[-800:]}"
+        stamp.write_text(lock_sum)
+    return ""
+
+
+def hash_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def redis_commander_argv(lay: Layout) -> list[str]:
+    """Redis Commander on 127.0.0.1:admin_port against the stack's Redis."""
+    from urllib.parse import unquote, urlsplit
+
+    url = urlsplit(lay.redis_url)
+    argv = [
+        shutil.which("node") or "node",
+        str(REDIS_COMMANDER),
+        "--redis-host",
+        url.hostname or "127.0.0.1",
+        "--redis-port",
+        str(url.port or 6379),
+        "--redis-db",
+        (url.path or "/0").strip("/") or "0",
+        "--redis-label",
+        "quizrt",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        str(lay.admin_port),
+        # Nothing written to or read from a config file: the command line is all.
+        "--nosave",
+        "--noload",
+    ]
+    if url.username:
+        argv += ["--redis-username", unquote(url.username)]
+    if url.password:
+        argv += ["--redis-password", unquote(url.password)]
+    if url.scheme == "rediss":
+        argv.append("--redis-tls")
+    return argv
+
+
+def start_redis_commander(stack: Stack) -> None:
+    """Start Redis Commander (not with QUIZ_ADMIN=0). A failure is reported, not fatal:
+    the stack works without it."""
+    lay = stack.layout
+    if not admin_enabled() or not lay.admin_port:
+        return
+    if stack.running(ADMIN_NAME):
+        say(f"{ADMIN_NAME}: already running on {admin_url(lay)}")
+        return
+    why = admin_node_modules()
+    if why:
+        say(f"{ADMIN_NAME}: not started ({why})")
+        return
+    pid = stack.spawn(ADMIN_NAME, redis_commander_argv(lay), group="admin")
+    log = stack.logs / f"{ADMIN_NAME}.log"
+    wait_for(ADMIN_NAME, lambda: http_ok(admin_url(lay)), 60, log, pid)
+    say(f"{ADMIN_NAME}: ready on {admin_url(lay)}")
+
+
+def admin_url(lay: Layout) -> str:
+    return f"http://127.0.0.1:{lay.admin_port}/"
+
+
+def kaskade_argv(lay: Layout, args: list[str]) -> list[str]:
+    """kaskade (a terminal UI for Kafka) on the stack's broker: admin mode (topics,
+    partitions, consumer groups, lag) or, given a topic, its messages from the start."""
+    exe = str(VENV_BIN / "kaskade")
+    if args and not args[0].startswith("-"):
+        topic, rest = args[0], args[1:]
+        return [
+            exe,
+            "consumer",
+            "-b",
+            lay.kafka_bootstrap,
+            "-t",
+            topic,
+            "--earliest",
+            "-k",
+            "string",
+            "-v",
+            "json",
+            *rest,
+        ]
+    return [exe, "admin", "-b", lay.kafka_bootstrap, *args]
+
+
+def cmd_kafka_ui(stack: Stack, args: list[str]) -> None:
+    lay = stack.layout
+    argv = kaskade_argv(lay, args)
+    if not Path(argv[0]).exists():
+        die("kaskade is not in .venv: `./dev --list` installs it (uv sync, dev group)")
+    if "kafka_bootstrap" not in lay.external and not port_open(lay.kafka_port):
+        die(f"no Kafka on {lay.kafka_bootstrap}: start the stack first (`./dev up`)")
+    os.execv(argv[0], argv)
+
+
 def seed_demo(stack: Stack) -> dict:
     r = subprocess.run(
         [str(VENV_BIN / "python"), "-m", "services.quiz.demo"],
@@ -953,11 +1239,13 @@ def cmd_up(stack: Stack, demo: bool = True, web: bool = True) -> None:
     )
     if already:
         say(f"the stack is already running ({stack.dir}); `./dev down` stops it")
+    check_ports(stack)
     if web and (ROOT / "web" / "build.sh").exists():
         build_web()
     cmd_infra_up(stack)
     start_services(stack)
     start_nginx(stack)
+    start_redis_commander(stack)
     info = seed_demo(stack) if demo else {}
     summary(stack, info)
 
@@ -977,8 +1265,7 @@ def summary(stack: Stack, info: dict) -> None:
         f"  Redis             {lay.redis_url}",
         f"  Kafka             {lay.kafka_bootstrap}",
         f"  logs              {stack.logs}/  (`just logs NAME`)",
-        "  admin views       `just kafka-topics`, `just redis-cli`; Kafka UI and Redis Commander"
-        " run with infra/compose.yaml",
+        *admin_summary(stack),
     ]
     if info.get("code"):
         lines += [
@@ -992,9 +1279,37 @@ def summary(stack: Stack, info: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def admin_summary(stack: Stack) -> list[str]:
+    """The summary's lines about the admin views."""
+    lay = stack.layout
+    if stack.running(ADMIN_NAME):
+        rc = f"  Redis Commander   {admin_url(lay)}"
+    else:
+        rc = "  Redis Commander   not running (QUIZ_ADMIN=0, or see the lines above)"
+    return [
+        rc,
+        f"  Kafka UI          `just kafka-ui` (kaskade on {lay.kafka_bootstrap}; "
+        "`just kafka-ui SCORE_CHANGE`: its messages)",
+        "  admin views       `just kafka-topics`, `just redis-cli`",
+    ]
+
+
+def load_stack(run_dir: Path, fresh_ports: bool = False) -> Stack:
+    """The stack of a run folder. With ``fresh_ports`` and nothing of it running, its
+    ports come from the environment again (QUIZ_PORT_OFFSET, QUIZ_HTTP_PORT, ...), so
+    moving a stopped stack takes effect on the next `up`; data folders stay."""
+    stack = Stack.load(run_dir)
+    if stack is not None and not (fresh_ports and not any(map(stack.running, stack.procs))):
+        return stack
+    lay = Layout.dev()
+    lay.run_dir = run_dir
+    return Stack(lay)
+
+
 def cmd_down(stack: Stack) -> None:
     order = [
         "nginx",
+        ADMIN_NAME,
         *[n for n, _, _ in reversed(service_specs(stack.layout))],
         "kafka",
         "redis",
@@ -1086,6 +1401,7 @@ def main(argv: list[str] | None = None) -> int:
             "kill",
             "nginx-test",
             "compose-nginx",
+            "kafka-ui",
         ],
     )
     ap.add_argument("rest", nargs=argparse.REMAINDER)
@@ -1099,10 +1415,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "test":
         return cmd_test(a.rest)
     run_dir = Path(a.dir) if a.dir else Path(os.environ.get("QUIZ_RUN_DIR", ROOT / ".run/dev"))
-    stack = Stack.load(run_dir) or Stack(Layout.dev())
-    if a.command == "up":
+    stack = load_stack(run_dir, fresh_ports=a.command in ("up", "infra-up"))
+    if a.command == "kafka-ui":
+        cmd_kafka_ui(stack, a.rest)
+    elif a.command == "up":
         cmd_up(stack, demo=not a.no_demo)
     elif a.command == "infra-up":
+        check_ports(stack)
         cmd_infra_up(stack)
     elif a.command == "down":
         cmd_down(stack)
@@ -1131,6 +1450,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             elif name == "nginx":
                 start_nginx(stack)
+            elif name == ADMIN_NAME:
+                start_redis_commander(stack)
             else:
                 start_services(stack, only=name)
     elif a.command == "kill":
