@@ -952,6 +952,7 @@ def start_services(stack: Stack, only: str | None = None) -> None:
 RATE_LIMITS = {
     "LOGIN": ("5r/s", 20),
     "GUESTS": ("50r/s", 200),
+    "JOIN": ("5r/s", 200),  # join codes: a whole class joins at once, guessing is slow
     "ANSWERS": ("300r/s", 600),
     "API": ("500r/s", 1000),
 }

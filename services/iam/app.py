@@ -3,13 +3,14 @@
 from services.common import db
 from services.common.web import create_app
 from services.iam.controllers import IamController
+from services.iam.gateway import GatewayController, load_gateway_keys
 from services.iam.service import get_iam_service
 
 app = create_app(
     "iam",
-    [IamController],
+    [IamController, GatewayController],
     health={"postgres": db.ping},
-    on_startup=[db.open_pool, get_iam_service().load_keys],
+    on_startup=[db.open_pool, get_iam_service().load_keys, load_gateway_keys],
     on_shutdown=[db.close_pool],
     description="Identity: guest players, hosts, access and refresh tokens, JWKS.",
 )
