@@ -28,7 +28,7 @@ from realtime_sio.session_view import session_view
 from services.common import db, metrics
 from services.common.auth import AuthError, Caller, verifier
 from services.common.logs import setup_logging
-from services.common.redis import close_redis, get_redis
+from services.common.redis import close_redis, get_redis, sio_manager
 from services.common.rooms import room_name
 from services.common.settings import get_settings
 from services.leaderboard import board
@@ -40,9 +40,7 @@ settings = get_settings()
 
 sio = socketio.AsyncServer(
     async_mode="asgi",
-    client_manager=socketio.AsyncRedisManager(
-        settings.redis_url, channel=settings.sio_channel, json=jsonmsg
-    ),
+    client_manager=sio_manager(json=jsonmsg),
     json=jsonmsg,
     # Token auth, no cookies: nothing for a cross-origin page to abuse, so no Origin check.
     cors_allowed_origins=[],
