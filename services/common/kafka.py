@@ -95,8 +95,16 @@ def make_consumer(*topics: str, group: str | None = None, **kwargs) -> AIOKafkaC
 
 
 async def create_topics(settings: Settings | None = None) -> None:
-    """SCORE_CHANGE keyed by session id; TOP_10 compacted (latest snapshot per session)."""
+    """SCORE_CHANGE keyed by session id; TOP_10 compacted (latest snapshot per session).
+
+    Both with ``QUIZ_KAFKA_REPLICATION`` replicas (1 on the single-node stack, 3 on
+    a three-broker cluster) and, when replicated, ``min.insync.replicas`` of one less
+    (at most 2): with acks=all an answer's event is acknowledged only once two
+    brokers hold it, and losing one broker stops nothing.
+    """
     s = settings or get_settings()
+    rf = max(1, s.kafka_replication)
+    replicated = {"min.insync.replicas": str(max(1, min(2, rf - 1)))}
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=10000)
     for attempt in range(60):
         try:
@@ -111,16 +119,17 @@ async def create_topics(settings: Settings | None = None) -> None:
             NewTopic(
                 s.topic_score_change,
                 num_partitions=s.score_change_partitions,
-                replication_factor=1,
+                replication_factor=rf,
                 # The broker stamps each record when it appends it: the consumer reads
                 # that as the moment Kafka acknowledged the answer (hop trace).
-                topic_configs={"message.timestamp.type": "LogAppendTime"},
+                topic_configs={**replicated, "message.timestamp.type": "LogAppendTime"},
             ),
             NewTopic(
                 s.topic_top10,
                 num_partitions=s.score_change_partitions,
-                replication_factor=1,
+                replication_factor=rf,
                 topic_configs={
+                    **replicated,
                     "cleanup.policy": "compact",
                     "min.cleanable.dirty.ratio": "0.1",
                     "segment.ms": "600000",

@@ -6,12 +6,16 @@ Redis cluster. Everything here can be rebuilt from PostgreSQL.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import socketio
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.common import redis_cluster
 from services.common.settings import get_settings
 
 _client: Redis | None = None
@@ -28,6 +32,14 @@ def get_redis() -> Redis:
     a few dozen connections per process are plenty; more would only queue there.
     """
     global _client
+    if _client is None and is_cluster():
+        # Same command API as Redis; see services.common.redis_cluster.
+        _client = cast(
+            Redis,
+            redis_cluster.cluster_client(
+                get_settings().redis_url, socket_timeout=2, socket_connect_timeout=2
+            ),
+        )
     if _client is None:
         pool = BlockingConnectionPool.from_url(
             get_settings().redis_url,
@@ -43,6 +55,30 @@ def get_redis() -> Redis:
         )
         _client = Redis(connection_pool=pool)
     return _client
+
+
+def is_cluster() -> bool:
+    """Whether this stack's Redis is a Redis Cluster (``redis+cluster://`` or
+    ``QUIZ_REDIS_CLUSTER=1``)."""
+    s = get_settings()
+    return redis_cluster.is_cluster_url(s.redis_url, s.redis_cluster)
+
+
+def redis_from_url(url: str, **kwargs: Any) -> Redis:
+    """A new client of ``url`` (a cluster client for a cluster URL), for tools and
+    tests that talk to a Redis other than the process-wide one."""
+    if redis_cluster.is_cluster_url(url, get_settings().redis_cluster):
+        return cast(Redis, redis_cluster.cluster_client(url, **kwargs))
+    return Redis.from_url(url, **kwargs)
+
+
+def sio_manager(**kwargs: Any) -> socketio.AsyncRedisManager:
+    """The socket.io client manager on this stack's Redis and channel; on a cluster
+    the channel is a sharded pub/sub channel (redis_cluster.ShardedRedisManager).
+    ``kwargs`` go to the manager (``write_only``, ``json``...)."""
+    s = get_settings()
+    cls = redis_cluster.ShardedRedisManager if is_cluster() else socketio.AsyncRedisManager
+    return cls(s.redis_url, channel=s.sio_channel, **kwargs)
 
 
 async def close_redis() -> None:

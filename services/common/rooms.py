@@ -6,11 +6,10 @@ A write-only ``AsyncRedisManager`` publishes on the stack's socket.io channel; e
 
 from __future__ import annotations
 
-import socketio
 from msgspec import Struct
 
 from contracts import to_payload
-from services.common.settings import get_settings
+from services.common.redis import sio_manager
 
 
 def room_name(session_id: str) -> str:
@@ -20,10 +19,7 @@ def room_name(session_id: str) -> str:
 
 class RoomEmitter:
     def __init__(self) -> None:
-        s = get_settings()
-        self._manager = socketio.AsyncRedisManager(
-            s.redis_url, channel=s.sio_channel, write_only=True
-        )
+        self._manager = sio_manager(write_only=True)
 
     async def emit(self, event: str, payload: Struct, session_id: str) -> None:
         """Send ``event`` with a contracts Struct to every socket in the session's room."""

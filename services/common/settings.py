@@ -19,11 +19,16 @@ ROOT = Path(__file__).resolve().parents[2]
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://postgres@127.0.0.1:55432/quiz"
     redis_url: str = "redis://127.0.0.1:56379/0"
+    # A Redis Cluster (also chosen by a ``redis+cluster://`` URL): see services.common.redis.
+    redis_cluster: bool = False
     kafka_bootstrap: str = "127.0.0.1:59092"
     # Prefix for Kafka topics, the consumer group and the socket.io channel, so
     # several stacks can share one Kafka/Redis (empty in the normal stack).
     instance: str = ""
     score_change_partitions: int = 4
+    # Replication factor of SCORE_CHANGE and TOP_10 (3 on a three-broker cluster;
+    # min.insync.replicas is then 2, see services.common.kafka.create_topics).
+    kafka_replication: int = 1
     run_dir: str = str(ROOT / ".run" / "dev")
     iam_url: str = "http://127.0.0.1:18101"
     jwt_issuer: str = "quizrt-iam"

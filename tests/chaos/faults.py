@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import httpx
-from redis.asyncio import Redis
 
 from infra.stack import ROOT, pid_alive
+from services.common.redis import redis_from_url
 
 
 def _stack_cmd(stack_dir: Path, *args: str) -> None:
@@ -86,7 +86,7 @@ def dead_processes(stack_dir: Path) -> list[str]:
 
 async def flushall(redis_url: str) -> None:
     """Redis loses everything (FLUSHALL), as after a restart without persistence."""
-    r = Redis.from_url(redis_url)
+    r = redis_from_url(redis_url)
     try:
         await r.flushall()
     finally:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from aiokafka import TopicPartition
-from redis.asyncio import Redis
 
 from contracts import decode_top10
 from services.common.kafka import make_consumer
 from services.common.ranking import read_snapshot
+from services.common.redis import redis_from_url
 from services.common.settings import get_settings
 from tests.chaos.game import Game
 
@@ -59,7 +59,7 @@ async def read_postgres(database_url: str, session_id: str) -> Stored:
 
 async def read_redis_board(redis_url: str, session_id: str) -> tuple[dict[str, int], int] | None:
     """(user_id -> score, players) from the session's sorted set, or None when missing."""
-    r = Redis.from_url(redis_url, socket_timeout=3)
+    r = redis_from_url(redis_url, socket_timeout=3)
     try:
         snap = await read_snapshot(r, session_id, limit=10_000)
     finally:
