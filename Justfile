@@ -54,7 +54,7 @@ nginx-test:
 
 # regenerate docs/ (OpenAPI per service, AsyncAPI-style events schema)
 schemas:
-    {{py}} -m contracts.schema docs
+    {{py}} -m infra.schemas docs
 
 # lint, format check and type check
 lint:
