@@ -56,11 +56,13 @@ nginx-test:
 schemas:
     {{py}} -m infra.schemas docs
 
-# lint, format check and type check
+# lint, format check and type check: every Python folder (ruff, mypy), the web client
+# (ESLint, tsc --checkJs through JSDoc; web/lint.sh installs the pinned tools)
 lint:
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
-    .venv/bin/mypy contracts services realtime_sio
+    .venv/bin/mypy
+    sh web/lint.sh
 
 # format the code
 fmt:
