@@ -121,6 +121,7 @@ async def test_a_lost_board_is_rebuilt_from_postgres_on_read(http, api, board):
     await board.answer(s, s.user(1), 450)
     await board.answer(s, s.user(2), 900)
     before = (await read_snapshots(get_redis(), [s.id]))[s.id]
+    assert before is not None
     await get_redis().delete(board_key(s.id), board_names_key(s.id), board_version_key(s.id))
 
     status, body = top(http, s, s.players[0])

@@ -195,11 +195,22 @@ async def test_excess_events_are_dropped(api, board, base_url, players):
     s = await new_session(api, board, 1)
     p = new_player(players, s.players[0]["access_token"])
     await p.connect(base_url)
-    limit = get_settings().sio_events_per_second
-    acks = await asyncio.gather(*(p.join(s.id) for _ in range(limit * 3)))
-    limited = [a for a in acks if a == {"ok": False, "error": "rate limited"}]
-    assert len(limited) >= limit, acks
-    assert sum(a["ok"] for a in acks) >= limit // 2
+    rate = get_settings().sio_events_per_second  # a token bucket per socket, burst = rate
+    count = rate * 3
+    for _ in range(4):
+        start = time.monotonic()
+        acks = await asyncio.gather(*(p.join(s.id) for _ in range(count)))
+        took = time.monotonic() - start
+        limited = [a for a in acks if a == {"ok": False, "error": "rate limited"}]
+        accepted = sum(a["ok"] for a in acks)
+        # The burst passes, then `rate` per second at most, whatever the machine's speed.
+        assert rate // 2 <= accepted <= rate * (1 + took) + 1, (accepted, f"{took:.2f}s")
+        if limited:
+            return
+        # A machine too busy to send faster than the bucket refills: more, once it is full.
+        count *= 2
+        await asyncio.sleep(1.5)
+    raise AssertionError(f"{count // 2} events in {took:.1f}s and none refused")
 
 
 # --------------------------------------------------------------------------- broadcasts
