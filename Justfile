@@ -54,13 +54,15 @@ nginx-test:
 
 # regenerate docs/ (OpenAPI per service, AsyncAPI-style events schema)
 schemas:
-    {{py}} -m contracts.schema docs
+    {{py}} -m infra.schemas docs
 
-# lint, format check and type check
+# lint, format check and type check: every Python folder (ruff, mypy), the web client
+# (ESLint, tsc --checkJs through JSDoc; web/lint.sh installs the pinned tools)
 lint:
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
-    .venv/bin/mypy contracts services realtime_sio
+    .venv/bin/mypy
+    sh web/lint.sh
 
 # format the code
 fmt:

@@ -31,8 +31,9 @@ import pytest
 from infra import stack as st
 from services.common.settings import get_settings
 from tests.conftest import ROOT, Api
+from tests.support.api import answer, join
+from tests.support.game import Quiz
 from tests.test_browser import _apt_install, chromium, node  # noqa: F401 (fixtures)
-from tests.test_quiz_support import Quiz, answer, join
 
 SCENARIO = ROOT / "tests" / "browser" / "redis_commander.mjs"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.stack import ROOT
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

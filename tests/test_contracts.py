@@ -14,7 +14,7 @@ import pytest
 
 from contracts import events as ev
 from contracts import http
-from contracts.schema import DOCS, SERVICES, main, render, stale, write
+from infra.schemas import DOCS, SERVICES, main, render, stale, write
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ import pytest
 from contracts import RoomLeaderboard
 from services.common.rooms import get_emitter
 from tests.conftest import Api
-from tests.test_realtime_support import Board, Player, open_board, sio_ports
+from tests.support.game import Board, open_board
+from tests.support.player import Player
+from tests.support.stack import sio_ports
 
 pytestmark = pytest.mark.stack
 

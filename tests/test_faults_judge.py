@@ -4,7 +4,9 @@ made-up data (no stack needed)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import cast
 
+from tests.chaos.game import Game
 from tests.chaos.player import Snapshot
 from tests.chaos.truth import Verdict, answer_lags, board_problems
 
@@ -46,13 +48,13 @@ def test_lag_is_measured_to_the_first_snapshot_of_that_version_or_newer() -> Non
         {"q1": 100.0, "q2": 101.0, "q3": 102.0},
         [(99.0, 9), (100.5, 11), (104.0, 13)],
     )
-    lags, never = answer_lags(SimpleNamespace(players=[p]))
+    lags, never = answer_lags(cast(Game, SimpleNamespace(players=[p])))
     assert sorted(lags) == [0.5, 3.0] and never == 0
 
 
 def test_an_answer_no_snapshot_reflects_is_counted() -> None:
     p = _player({"q1": {"version": 50}}, {"q1": 1.0}, [(2.0, 49)])
-    assert answer_lags(SimpleNamespace(players=[p])) == ([], 1)
+    assert answer_lags(cast(Game, SimpleNamespace(players=[p]))) == ([], 1)
 
 
 def test_absorb_adds_counts_and_labels_problems() -> None:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import websocket
 
-from tests.conftest import unique
+from tests.support.api import unique
 
 _addresses = itertools.count(1)
 
@@ -67,13 +67,18 @@ class RawAnswer(NamedTuple):
     body: bytes
 
 
-def blast(base_url: str, address: str, path: str, count: int) -> tuple[list[RawAnswer], float]:
+class Blast(NamedTuple):
+    answers: list[RawAnswer]
+    sending: float  # seconds from the first connect to the last request sent
+    elapsed: float  # seconds from the first connect to the last answer read
+
+
+def blast(base_url: str, address: str, path: str, count: int) -> Blast:
     """POST ``{}`` ``count`` times from ``address``, all sent before any answer is read.
 
     nginx counts a request against its limit when the request arrives, so the
     rate nginx sees does not depend on how fast the services answer (a client
     that waits for each answer may never outrun 300 r/s on a busy machine).
-    Returns every answer and the seconds from the first send to the last answer.
     """
     host, port = base_url.split("//", 1)[1].split(":")
     request = (
@@ -89,6 +94,7 @@ def blast(base_url: str, address: str, path: str, count: int) -> tuple[list[RawA
             s.bind((address, 0))
             s.connect((host, int(port)))
             s.sendall(request)
+        sending = time.monotonic() - start
         answers = []
         for s in sockets:
             s.settimeout(30)
@@ -102,7 +108,23 @@ def blast(base_url: str, address: str, path: str, count: int) -> tuple[list[RawA
     finally:
         for s in sockets:
             s.close()
-    return answers, time.monotonic() - start
+    return Blast(answers, sending, time.monotonic() - start)
+
+
+def outrun(base_url: str, path: str, rate: float, burst: int) -> Blast:
+    """A blast from a fresh address that nginx limits: on a machine too busy to send
+    faster than the bucket refills, again with more requests (never a skip)."""
+    count = 2 * burst + 50
+    for _ in range(4):
+        b = blast(base_url, new_address(), path, count)
+        if any(a.status == 429 for a in b.answers):
+            return b
+        # No refusal is fine only while the bucket could have let every request through.
+        assert count <= burst + 1 + rate * b.sending, (
+            f"{count} requests sent in {b.sending:.2f}s and no 429"
+        )
+        count = min(count * 2, 8000)
+    raise AssertionError(f"could not send faster than {rate} r/s (last: {b.sending:.1f}s)")
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -123,13 +145,9 @@ def test_rate_limit_is_429_json_with_retry_after(
     base_url: str, stack_dir: Path, zone: str, path: str
 ) -> None:
     rate, burst = zone_limit(stack_dir, zone)
-    address = new_address()
-    answers, elapsed = blast(base_url, address, path, count=2 * burst + 50)
+    answers, _, elapsed = outrun(base_url, path, rate, burst)
     limited = [a for a in answers if a.status == 429]
     passed = len(answers) - len(limited)
-    if not limited and len(answers) - rate * elapsed <= burst + 1:
-        pytest.skip(f"{len(answers)} answers took {elapsed:.1f}s: too slow to outrun {rate}r/s")
-    assert limited, f"{len(answers)} requests in {elapsed:.2f}s and no 429"
     # nginx lets the burst through at once, then `rate` per second (at most).
     assert burst <= passed <= burst + 1 + rate * elapsed + 2, (passed, elapsed)
     first = limited[0]
@@ -144,15 +162,21 @@ def test_rate_limit_is_429_json_with_retry_after(
 @pytest.mark.stack
 def test_login_and_register_share_one_bucket(base_url: str, stack_dir: Path) -> None:
     rate, burst = zone_limit(stack_dir, "login")
-    address = new_address()
-    answers, elapsed = blast(base_url, address, "/api/iam/token", count=burst + 1)
-    assert all(a.status == 422 for a in answers)  # the burst passes (invalid body: 422)
-    # The bucket is full now; registration from the same address is refused too
-    # (unless seconds passed, as a separate bucket would pass all of these).
-    answers, elapsed2 = blast(base_url, address, "/api/iam/users", count=burst)
-    if elapsed + elapsed2 >= burst / rate:
-        pytest.skip(f"sending took {elapsed + elapsed2:.1f}s: the bucket refilled meanwhile")
-    assert any(a.status == 429 for a in answers), [a.status for a in answers]
+    for _ in range(3):
+        address = new_address()
+        start = time.monotonic()
+        logins = blast(base_url, address, "/api/iam/token", count=burst + 1)
+        # the burst passes (invalid body: 422), unless the bucket refilled meanwhile
+        assert all(a.status == 422 for a in logins.answers), [a.status for a in logins.answers]
+        # The bucket is full now; registration from the same address is refused too.
+        answers = blast(base_url, address, "/api/iam/users", count=burst).answers
+        if any(a.status == 429 for a in answers):
+            return
+        # A separate bucket would pass all of these; the shared one only if seconds
+        # passed (a machine too busy to send quickly): then again from a fresh address.
+        took = time.monotonic() - start
+        assert took >= burst / rate, f"{2 * burst + 1} requests in {took:.2f}s, no 429"
+    raise AssertionError(f"could not send {2 * burst + 1} requests within {burst / rate:.0f}s")
 
 
 # --------------------------------------------------------------------------- JSON errors
@@ -293,6 +317,7 @@ def test_socketio_websocket_transport(base_url: str) -> None:
     )
     try:
         opened = ws.recv()
+        assert isinstance(opened, str), opened
         assert opened.startswith("0") and "sid" in json.loads(opened[1:])
     finally:
         ws.close()
@@ -335,8 +360,6 @@ def test_public_quiz_list_is_cached_briefly(client: httpx.Client) -> None:
     token = client.post("/api/iam/token", json={"username": username, "password": password}).json()
     auth = {"Authorization": f"Bearer {token['access_token']}"}
     first = client.get("/api/quiz/quizzes", headers=auth)
-    if first.status_code in (404, 405):
-        pytest.skip("GET /api/quiz/quizzes is not built yet")
     assert first.status_code == 200, first.text
     assert first.headers["x-cache-status"] in ("MISS", "EXPIRED", "HIT", "UPDATING")
     second = client.get("/api/quiz/quizzes", headers=auth)
@@ -345,6 +368,7 @@ def test_public_quiz_list_is_cached_briefly(client: httpx.Client) -> None:
     assert second.json() == first.json()
     # Writes are never served from (or stored in) the cache.
     post = client.post("/api/quiz/quizzes", headers=auth, json={})
+    assert post.status_code == 422, post.text
     assert post.headers.get("x-cache-status") in (None, "BYPASS")
 
 

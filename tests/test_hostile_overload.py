@@ -24,7 +24,7 @@ import socketio
 from infra.stack import RATE_LIMITS, ROOT, free_port, granian, http_ok, pid_alive
 from tests.chaos import rawhttp
 from tests.chaos.game import Game, Plan
-from tests.conftest import next_loopback
+from tests.support.api import next_loopback
 
 pytestmark = pytest.mark.stack
 
@@ -128,13 +128,13 @@ async def test_answer_burst_beyond_the_limit_gets_fast_429s_and_recovers(
     # Recovery by itself: a valid repeat is served again within a second or two.
     t1 = time.monotonic()
     while True:
-        r = await g.http.post(path, json={"question_id": qid, "choice": 0}, headers=p.headers)
-        if r.status_code != 429:
+        again = await g.http.post(path, json={"question_id": qid, "choice": 0}, headers=p.headers)
+        if again.status_code != 429:
             break
         assert time.monotonic() - t1 < 5, "still limited 5 s after the load stopped"
         await asyncio.sleep(0.05)
-    assert r.status_code == 200, r.text
-    assert r.json() == p.accepted[qid], "the repeat after the burst changed the reply"
+    assert again.status_code == 200, again.text
+    assert again.json() == p.accepted[qid], "the repeat after the burst changed the reply"
     await asyncio.sleep(burst / rate)  # let the bucket refill for the tests that follow
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from loadtests.client import SioSocket
 from tests.conftest import next_loopback, unique
-from tests.test_realtime_support import Board, open_board
+from tests.support.game import Board, open_board
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_realtime_support import LiveGame
+from tests.support.game import LiveGame
 
 pytestmark = pytest.mark.stack
 

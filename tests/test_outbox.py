@@ -4,8 +4,6 @@ publishes every accepted answer's SCORE_CHANGE exactly once, in order per player
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -16,19 +14,11 @@ import httpx
 import pytest
 
 from services.common.settings import get_settings
-from tests.conftest import ROOT, Api
-from tests.test_quiz_support import Quiz, answer, join, question, score_changes
+from tests.support.api import Api, answer, join, question
+from tests.support.game import Quiz, score_changes
+from tests.support.stack import stack_cmd
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
-
-
-def stack_cmd(stack_dir: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "infra.stack", "--dir", str(stack_dir), *args],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 async def answer_ids(session_id: str) -> list[str]:

@@ -12,21 +12,15 @@ import io
 import json
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
 
 from services.quiz.scoring import score_answer
-from tests.conftest import Api
-from tests.test_quiz_support import (
-    Quiz,
-    answer,
-    join,
-    question,
-    questions,
-    score_changes,
-    wait_until,
-)
+from tests.support.api import Api, answer, join, question
+from tests.support.game import Quiz, questions, score_changes
+from tests.support.stack import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -49,13 +43,13 @@ def test_create_quiz_validation_names_the_field(http: httpx.Client, api: Api) ->
     assert r.json()["question_count"] == 2 and r.json()["title"] == "t"
     assert r.json()["open_session_id"] is None  # not public: no standing session
 
-    bad_answer = {"title": "t", "questions": questions(2)}
+    bad_answer: dict[str, Any] = {"title": "t", "questions": questions(2)}
     bad_answer["questions"][1]["answer"] = 3  # 3 choices: 0..2
     r = http.post("/api/quiz/quizzes", headers=host, json=bad_answer)
     assert r.status_code == 422, r.text
     assert "questions[1].answer" in r.json()["detail"]
 
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "questions[0].choices": {"choices": ["only one"]},
         "questions[0].time_limit_s": {"time_limit_s": 4},
         "questions[0].points": {"points": -1},

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import socketio
 
-from tests.conftest import Api, unique
-from tests.test_quiz_support import questions
+from tests.support.api import Api, unique
+from tests.support.game import questions
 
 pytestmark = pytest.mark.stack
 

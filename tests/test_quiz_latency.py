@@ -13,8 +13,8 @@ from functools import partial
 import httpx
 import pytest
 
-from tests.conftest import Api
-from tests.test_quiz_support import Quiz, answer, join, question
+from tests.support.api import Api, answer, join, question
+from tests.support.game import Quiz
 
 pytestmark = pytest.mark.stack
 

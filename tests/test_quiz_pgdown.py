@@ -7,26 +7,16 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Api
-from tests.test_quiz_support import Quiz, answer, join, question, wait_until
+from tests.support.api import Api, answer, join, question
+from tests.support.game import Quiz
+from tests.support.stack import stack_cmd, wait_until
 
 pytestmark = pytest.mark.stack
-
-
-def stack_cmd(stack_dir: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "infra.stack", "--dir", str(stack_dir), *args],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def stop_postgres(stack_dir: Path) -> None:

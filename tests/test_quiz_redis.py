@@ -5,8 +5,6 @@ boards are rebuilt from PostgreSQL and the session hashes are written again."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -15,22 +13,14 @@ from redis.asyncio import Redis
 
 from services.common.redis import session_key
 from services.common.settings import get_settings
-from tests.conftest import ROOT, Api
-from tests.test_quiz_support import Quiz, answer, join, question, wait_until
+from tests.support.api import Api, answer, join, question
+from tests.support.game import Quiz
+from tests.support.stack import stack_cmd, wait_until
 
 pytestmark = pytest.mark.stack
 
 
-def stack_cmd(stack_dir: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "infra.stack", "--dir", str(stack_dir), *args],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-async def session_state_in_redis(session_id: str) -> bytes | None:
+async def session_state_in_redis(session_id: str) -> bytes | str | None:
     # A client of its own: this runs in asyncio.run(), a loop other than the one the
     # process-wide client may have been created on by an async test.
     r = Redis.from_url(get_settings().redis_url)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,23 +19,17 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import jwt
 import pytest
 import socketio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from services.common.kafka import EventProducer
 from services.common.settings import get_settings
-from tests.conftest import ROOT, Api
-from tests.test_realtime_support import (
-    Board,
-    LiveGame,
-    Player,
-    Session,
-    latencies_ms,
-    sio_ports,
-)
+from tests.support.api import Api
+from tests.support.game import Board, LiveGame, Session
+from tests.support.player import Player, latencies_ms
+from tests.support.stack import sio_ports, stack_cmd
+from tests.support.tokens import claims, keyring, sign_with
 
 pytestmark = pytest.mark.stack
 
@@ -94,36 +86,20 @@ async def new_session(api: Api, board: Board, n: int, **kw) -> Session:
 
 
 def _signed(key: Ed25519PrivateKey, kid: str, **override: object) -> str:
-    s = get_settings()
-    now = int(time.time())
-    claims = {
-        "sub": str(uuid.uuid4()),
-        "role": "player",
-        "nickname": "mallory",
-        "iat": now,
-        "exp": now + 300,
-        "iss": s.jwt_issuer,
-        "aud": s.jwt_audience,
-        "typ": "access",
-    }
-    claims.update(override)
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
+    return sign_with(key, claims(str(uuid.uuid4()), "player", **override), kid)
 
 
 @pytest.fixture(scope="module")
 def bad_tokens(stack_dir: Path, http) -> dict[str, str]:
     kid = http.get("/api/iam/jwks").json()["keys"][0]["kid"]
-    tokens = {
+    key = keyring(stack_dir).signing_key  # the stack's own key: tokens IAM signed, but bad
+    return {
         "forged": _signed(Ed25519PrivateKey.generate(), kid),
         "garbage": "not.a.jwt",
         "empty": "",
+        "expired": _signed(key, kid, iat=int(time.time()) - 900, exp=int(time.time()) - 30),
+        "refresh-typed": _signed(key, kid, typ="refresh"),
     }
-    pem = stack_dir / "keys" / "signing.pem"
-    if pem.exists():  # the stack's own key: a token IAM signed, only expired
-        key = load_pem_private_key(pem.read_bytes(), password=None)
-        tokens["expired"] = _signed(key, kid, iat=int(time.time()) - 900, exp=int(time.time()) - 30)
-        tokens["refresh-typed"] = _signed(key, kid, typ="refresh")
-    return tokens
 
 
 async def test_bad_tokens_are_refused_at_connect_over_websocket(base_url, bad_tokens, players):
@@ -219,12 +195,23 @@ async def test_excess_events_are_dropped(api, board, base_url, players):
     s = await new_session(api, board, 1)
     p = new_player(players, s.players[0]["access_token"])
     await p.connect(base_url)
-    limit = get_settings().sio_events_per_second
-    acks = await asyncio.gather(*(p.join(s.id) for _ in range(limit * 3)))
-    limited = [a for a in acks if not a["ok"] and a["error"] == "rate limited"]
-    assert all(a["retry_after_ms"] > 0 for a in limited), "a temporary refusal says when"
-    assert len(limited) >= limit, acks
-    assert sum(a["ok"] for a in acks) >= limit // 2
+    rate = get_settings().sio_events_per_second  # a token bucket per socket, burst = rate
+    count = rate * 3
+    for _ in range(4):
+        start = time.monotonic()
+        acks = await asyncio.gather(*(p.join(s.id) for _ in range(count)))
+        took = time.monotonic() - start
+        limited = [a for a in acks if not a["ok"] and a["error"] == "rate limited"]
+        accepted = sum(a["ok"] for a in acks)
+        # The burst passes, then `rate` per second at most, whatever the machine's speed.
+        assert rate // 2 <= accepted <= rate * (1 + took) + 1, (accepted, f"{took:.2f}s")
+        if limited:
+            assert all(a["retry_after_ms"] > 0 for a in limited), "a temporary refusal says when"
+            return
+        # A machine too busy to send faster than the bucket refills: more, once it is full.
+        count *= 2
+        await asyncio.sleep(1.5)
+    raise AssertionError(f"{count // 2} events in {took:.1f}s and none refused")
 
 
 # --------------------------------------------------------------------------- broadcasts
@@ -313,16 +300,6 @@ async def test_reconnecting_with_the_same_token_rejoins_without_a_new_player(
 
 
 # --------------------------------------------------------------------------- faults
-
-
-def stack_cmd(stack_dir: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "infra.stack", "--dir", str(stack_dir), *args],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 async def test_consumer_killed_mid_stream_still_ends_on_the_right_board(

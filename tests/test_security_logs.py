@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.chaos.game import Game, Plan
 from tests.chaos.player import close_socket
-from tests.chaos.tokens import claims, hostile_tokens, keyring
 from tests.conftest import next_loopback
+from tests.support.tokens import claims, hostile_tokens, keyring
 
 pytestmark = pytest.mark.stack
 

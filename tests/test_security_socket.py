@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.chaos.game import Game, Plan
 from tests.chaos.player import close_socket
-from tests.chaos.tokens import claims, keyring, sign
+from tests.support.tokens import claims, keyring, sign
 
 pytestmark = pytest.mark.stack
 

@@ -22,20 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from infra.stack import ROOT, pid_alive
+from infra.stack import pid_alive
 from services.common.redis import redis_from_url
-
-
-def _stack_cmd(stack_dir: Path, *args: str) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "infra.stack", "--dir", str(stack_dir), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if r.returncode != 0:
-        raise RuntimeError(f"infra.stack {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+from tests.support.stack import ROOT, stack_cmd
 
 
 def sigkill(stack_dir: Path, *names: str) -> None:
@@ -49,7 +38,7 @@ def sigkill(stack_dir: Path, *names: str) -> None:
 async def restart(stack_dir: Path, *names: str) -> float:
     """(Re)start the named processes and wait until they are ready; returns seconds."""
     t0 = time.monotonic()
-    await asyncio.to_thread(_stack_cmd, stack_dir, "restart", *names)
+    await asyncio.to_thread(stack_cmd, stack_dir, "restart", *names)
     return time.monotonic() - t0
 
 

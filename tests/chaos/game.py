@@ -12,6 +12,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -82,7 +83,7 @@ class Game:
         )
         remember(password)
         remember_tokens(self.host_tokens)
-        questions = []
+        questions: list[dict[str, Any]] = []
         for i in range(self.plan.questions):
             n = 4
             questions.append(

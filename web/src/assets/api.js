@@ -23,6 +23,16 @@ export function describeError(err) {
   return err.detail || `Request failed (${err.status})`;
 }
 
+/**
+ * @typedef {object} RequestOptions
+ * @property {unknown} [body] sent as JSON
+ * @property {boolean} [auth] send the access token (default true)
+ * @property {boolean} [timed] resolve to `{data, sentAt, receivedAt}`
+ * @property {boolean} [raw] resolve to the Response itself
+ * @property {boolean} [retry] renew the token once on 401, wait once on 429 (default true)
+ */
+
+/** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export class Api {
@@ -52,8 +62,13 @@ export class Api {
   /**
    * One JSON call. Returns the decoded body, or `{data, sentAt, receivedAt}` with
    * `timed`, or the Response with `raw`. Throws ApiError for any non-2xx answer.
+   * @param {string} method
+   * @param {string} path
+   * @param {RequestOptions} [options]
+   * @returns {Promise<any>}
    */
   async request(method, path, { body, auth = true, timed = false, raw = false, retry = true } = {}) {
+    /** @type {Record<string, string>} */
     const headers = { Accept: raw ? "*/*" : "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const token = this.token;
@@ -93,10 +108,19 @@ export class Api {
     return timed ? { data, sentAt, receivedAt } : data;
   }
 
+  /**
+   * @param {string} path
+   * @param {RequestOptions} [opts]
+   */
   get(path, opts) {
     return this.request("GET", path, opts);
   }
 
+  /**
+   * @param {string} path
+   * @param {unknown} [body]
+   * @param {RequestOptions} [opts]
+   */
   post(path, body, opts = {}) {
     return this.request("POST", path, { ...opts, body: body ?? {} });
   }

@@ -6,7 +6,7 @@ import { startPlayer } from "./player.js";
 const path = location.pathname.replace(/\/+$/, "") || "/";
 const role = path === "/host" || path.startsWith("/host/") ? "host" : "player";
 
-for (const a of document.querySelectorAll("[data-nav]")) {
+for (const a of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll("[data-nav]"))) {
   if (a.dataset.nav === role) a.setAttribute("aria-current", "page");
 }
 

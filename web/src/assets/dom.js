@@ -23,7 +23,7 @@ export function h(tag, attrs = {}, ...children) {
 
 /** Show exactly one `.view` section (by id) and move focus to its heading. */
 export function showView(id, { focus = true } = {}) {
-  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== id;
+  for (const v of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll(".view"))) v.hidden = v.id !== id;
   const boot = document.getElementById("boot");
   if (boot) boot.remove();
   const view = document.getElementById(id);

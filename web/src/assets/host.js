@@ -79,7 +79,7 @@ function wire() {
     try {
       created = await api.post("/api/quiz/quizzes", body);
     } catch (err) {
-      throw new Error(describeError(err));
+      throw new Error(describeError(err), { cause: err });
     }
     rememberQuiz({ ...created, title: created.title || body.title, public: !!body.public });
     announce(`Quiz "${created.title || body.title}" created.`);
@@ -214,7 +214,7 @@ async function enterSession(session) {
     question: null,
     index: -1,
     players: 0,
-    room: null,
+    room: /** @type {ReturnType<typeof openRoom> | null} */ (null),
   };
   showView("h-session");
   $("#h-s-title").textContent = session.title || "Live quiz";

@@ -31,10 +31,17 @@ export class Board {
   }
 }
 
-/** Draw the board into `list` (an <ol>), marking `meId`; `countEl` gets the player count. */
+/**
+ * Draw the board into `list` (an <ol>), marking `meId`; `countEl` gets the player count.
+ * @param {HTMLElement} list
+ * @param {Board} board
+ * @param {string | null | undefined} meId
+ * @param {HTMLElement | null} [countEl]
+ */
 export function renderBoard(list, board, meId, countEl = null) {
   const snap = board.snapshot;
-  const previous = new Map([...list.children].map((li) => [li.dataset.user, li.dataset.score]));
+  const items = /** @type {HTMLElement[]} */ ([...list.children]);
+  const previous = new Map(items.map((li) => [li.dataset.user, li.dataset.score]));
   list.replaceChildren(
     ...(snap?.entries || []).map((e) => {
       const me = e.user_id === meId;

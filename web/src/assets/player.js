@@ -176,7 +176,7 @@ async function enterGame(session) {
     finished: false,
     me: null,
     meSeq: 0,
-    room: null,
+    room: /** @type {ReturnType<typeof openRoom> | null} */ (null),
   };
   save(SESSION_KEY, session);
   showView("p-game");

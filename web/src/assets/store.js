@@ -3,7 +3,12 @@
 
 const PREFIX = "quizrt.";
 
-/** The stored JSON value of `key`, or `fallback` when absent or unreadable. */
+/**
+ * The stored JSON value of `key`, or `fallback` when absent or unreadable.
+ * @param {string} key
+ * @param {any} [fallback]
+ * @returns {any}
+ */
 export function load(key, fallback = null) {
   try {
     const raw = localStorage.getItem(PREFIX + key);
@@ -13,7 +18,11 @@ export function load(key, fallback = null) {
   }
 }
 
-/** Store `value` as JSON under `key`; null or undefined removes the key. */
+/**
+ * Store `value` as JSON under `key`; null or undefined removes the key.
+ * @param {string} key
+ * @param {unknown} value
+ */
 export function save(key, value) {
   try {
     if (value == null) localStorage.removeItem(PREFIX + key);

@@ -1,7 +1,7 @@
 """Generated protocol documents in ``docs/``, from the apps and the Structs.
 
-    python -m contracts.schema docs    write the documents (``just schemas``)
-    python -m contracts.schema check   exit 1 when a document is out of date
+    python -m infra.schemas docs    write the documents (``just schemas``)
+    python -m infra.schemas check   exit 1 when a document is out of date
 
 What is written:
 
@@ -313,7 +313,7 @@ def stale(directory: Path = DOCS) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="contracts.schema",
+        prog="infra.schemas",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

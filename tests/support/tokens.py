@@ -1,10 +1,12 @@
-"""Hostile access tokens for the access tests.
+"""Access tokens IAM would never issue, for the tests that check they are refused.
 
-Some need a token signed by the stack's real IAM key with bad claims (wrong
-audience, expired, a refresh-typed token): the test stack's key file is under
-its run folder, so the tests can sign them, as an insider with a stolen key
-could not do better. The others need no key at all (forged signatures,
-``alg: none``, HS256 keyed with the public key, a foreign key).
+``claims`` builds access-token claims as IAM issues them, with any claim replaced
+or dropped; ``sign``/``sign_with`` sign them. Some tests need a token signed by
+the stack's real IAM key with bad claims (wrong audience, expired, a
+refresh-typed token): the test stack's key file is under its run folder, so the
+tests can sign them, as an insider with a stolen key could not do better. The
+others need no key at all (forged signatures, ``alg: none``, HS256 keyed with the
+public key, a foreign key).
 """
 
 from __future__ import annotations
@@ -62,11 +64,14 @@ def claims(user_id: str, role: str = "player", **override: object) -> dict:
     return c
 
 
+def sign_with(key: Ed25519PrivateKey, payload: dict, kid: str) -> str:
+    """``payload`` signed (EdDSA) by ``key``, with ``kid`` in the header."""
+    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": kid})
+
+
 def sign(ring: KeyRing, payload: dict, kid: str | None = None) -> str:
     """A token signed with the real key (EdDSA), as IAM would sign it."""
-    return jwt.encode(
-        payload, ring.signing_key, algorithm="EdDSA", headers={"kid": kid or ring.signing_kid}
-    )
+    return sign_with(ring.signing_key, payload, kid or ring.signing_kid)
 
 
 def _realg(token: str, header: dict) -> str:
