@@ -339,15 +339,23 @@ def check_ports(stack: Stack) -> None:
     taken = [(p, n) for p, n in planned if port_taken(p)]
     if not taken:
         return
-    what = "; ".join(f"port {p} ({n}) is taken by {port_holder(p)}" for p, n in taken)
+    lay = stack.layout
+
+    def label(port: int, name: str) -> str:
+        return "kafka controller" if name == "kafka" and port == lay.kafka_ctrl_port else name
+
+    shown = taken[:3]  # a whole other stack holds a dozen: the first few tell enough
+    what = "; ".join(f"port {p} ({label(p, n)}) is taken by {port_holder(p)}" for p, n in shown)
+    if len(taken) > len(shown):
+        what += f"; and {len(taken) - len(shown)} more ports of this stack (`ss -ltnp` lists them)"
     cur = int(os.environ.get("QUIZ_PORT_OFFSET") or 0)
     free = next((o for o in PORT_OFFSETS if not any(port_taken(p + o) for p, _ in planned)), None)
     if free is None:
         move = "QUIZ_PORT_OFFSET=10, 20, ... (moves every port)"
     else:
         move = f"QUIZ_PORT_OFFSET={cur + free} (moves every port; all free now)"
-    one = sorted({PROCESS_PORT_VAR[n] for _, n in taken if n in PROCESS_PORT_VAR})
-    if one:
+    one = sorted({PROCESS_PORT_VAR.get(n, "") for _, n in taken})
+    if "" not in one and len(one) <= 2:  # one or two servers in the way: moving them is enough
         move += f" or {', '.join(v + '=PORT' for v in one)}"
     die(
         f"{what}; nothing was started. Move this stack with {move}, or stop the other"
