@@ -1110,23 +1110,24 @@ def redis_commander_argv(lay: Layout) -> list[str]:
     return argv
 
 
-def start_redis_commander(stack: Stack) -> None:
-    """Start Redis Commander (not with QUIZ_ADMIN=0). A failure is reported, not fatal:
-    the stack works without it."""
+def start_redis_commander(stack: Stack) -> str:
+    """Start Redis Commander (not with QUIZ_ADMIN=0). Returns why it did not start, or
+    ''; a missing npm is reported, not fatal: the stack works without it."""
     lay = stack.layout
     if not admin_enabled() or not lay.admin_port:
-        return
+        return "QUIZ_ADMIN=0"
     if stack.running(ADMIN_NAME):
         say(f"{ADMIN_NAME}: already running on {admin_url(lay)}")
-        return
+        return ""
     why = admin_node_modules()
     if why:
         say(f"{ADMIN_NAME}: not started ({why})")
-        return
+        return why
     pid = stack.spawn(ADMIN_NAME, redis_commander_argv(lay), group="admin")
     log = stack.logs / f"{ADMIN_NAME}.log"
     wait_for(ADMIN_NAME, lambda: http_ok(admin_url(lay)), 60, log, pid)
     say(f"{ADMIN_NAME}: ready on {admin_url(lay)}")
+    return ""
 
 
 def admin_url(lay: Layout) -> str:
@@ -1252,8 +1253,10 @@ def admin_summary(stack: Stack) -> list[str]:
     lay = stack.layout
     if stack.running(ADMIN_NAME):
         rc = f"  Redis Commander   {admin_url(lay)}"
+    elif not admin_enabled():
+        rc = "  Redis Commander   off (QUIZ_ADMIN=0)"
     else:
-        rc = "  Redis Commander   not running (QUIZ_ADMIN=0, or see the lines above)"
+        rc = "  Redis Commander   not running (why: the lines above)"
     return [
         rc,
         f"  Kafka UI          `just kafka-ui` (kaskade on {lay.kafka_bootstrap}; "

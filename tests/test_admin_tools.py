@@ -63,10 +63,8 @@ def redis_commander(stack_dir: Path) -> Iterator[str]:
         pytest.fail("QUIZ_ADMIN=0 is set: Redis Commander is off")
     stack = st.Stack.load(stack_dir)
     assert stack is not None
-    st.start_redis_commander(stack)
-    log = stack.logs / f"{st.ADMIN_NAME}.log"
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-    assert stack.running(st.ADMIN_NAME), f"Redis Commander did not start:\n{tail}"
+    why = st.start_redis_commander(stack)
+    assert not why and stack.running(st.ADMIN_NAME), f"Redis Commander did not start: {why}"
     try:
         yield st.admin_url(stack.layout)
     finally:
