@@ -71,7 +71,7 @@ fmt:
 
 # Kafka topics of the running stack
 kafka-topics:
-    {{py}} -m services.common.kafka list-topics
+    eval "$({{py}} -m infra.stack env)" && {{py}} -m services.common.kafka list-topics
 
 # Kafka UI in the terminal (kaskade): topics, groups, lag; `just kafka-ui SCORE_CHANGE`: messages
 kafka-ui *args:
@@ -79,7 +79,7 @@ kafka-ui *args:
 
 # redis-cli on the running stack's Redis
 redis-cli *args:
-    redis-cli -u "$({{py}} -c 'from services.common.settings import get_settings; print(get_settings().redis_url)')" "$@"
+    eval "$({{py}} -m infra.stack env)" && redis-cli -u "$QUIZ_REDIS_URL" "$@"
 
 # regenerate infra/nginx/nginx.compose.conf (the gateway of infra/compose.yaml)
 compose-nginx:

@@ -341,15 +341,23 @@ def check_ports(stack: Stack) -> None:
     taken = [(p, n) for p, n in planned if port_taken(p)]
     if not taken:
         return
-    what = "; ".join(f"port {p} ({n}) is taken by {port_holder(p)}" for p, n in taken)
+    lay = stack.layout
+
+    def label(port: int, name: str) -> str:
+        return "kafka controller" if name == "kafka" and port == lay.kafka_ctrl_port else name
+
+    shown = taken[:3]  # a whole other stack holds a dozen: the first few tell enough
+    what = "; ".join(f"port {p} ({label(p, n)}) is taken by {port_holder(p)}" for p, n in shown)
+    if len(taken) > len(shown):
+        what += f"; and {len(taken) - len(shown)} more ports of this stack (`ss -ltnp` lists them)"
     cur = int(os.environ.get("QUIZ_PORT_OFFSET") or 0)
     free = next((o for o in PORT_OFFSETS if not any(port_taken(p + o) for p, _ in planned)), None)
     if free is None:
         move = "QUIZ_PORT_OFFSET=10, 20, ... (moves every port)"
     else:
         move = f"QUIZ_PORT_OFFSET={cur + free} (moves every port; all free now)"
-    one = sorted({PROCESS_PORT_VAR[n] for _, n in taken if n in PROCESS_PORT_VAR})
-    if one:
+    one = sorted({PROCESS_PORT_VAR.get(n, "") for _, n in taken})
+    if "" not in one and len(one) <= 2:  # one or two servers in the way: moving them is enough
         move += f" or {', '.join(v + '=PORT' for v in one)}"
     die(
         f"{what}; nothing was started. Move this stack with {move}, or stop the other"
@@ -1143,23 +1151,24 @@ def redis_commander_argv(lay: Layout) -> list[str]:
     return argv
 
 
-def start_redis_commander(stack: Stack) -> None:
-    """Start Redis Commander (not with QUIZ_ADMIN=0). A failure is reported, not fatal:
-    the stack works without it."""
+def start_redis_commander(stack: Stack) -> str:
+    """Start Redis Commander (not with QUIZ_ADMIN=0). Returns why it did not start, or
+    ''; a missing npm is reported, not fatal: the stack works without it."""
     lay = stack.layout
     if not admin_enabled() or not lay.admin_port:
-        return
+        return "QUIZ_ADMIN=0"
     if stack.running(ADMIN_NAME):
         say(f"{ADMIN_NAME}: already running on {admin_url(lay)}")
-        return
+        return ""
     why = admin_node_modules()
     if why:
         say(f"{ADMIN_NAME}: not started ({why})")
-        return
+        return why
     pid = stack.spawn(ADMIN_NAME, redis_commander_argv(lay), group="admin")
     log = stack.logs / f"{ADMIN_NAME}.log"
     wait_for(ADMIN_NAME, lambda: http_ok(admin_url(lay)), 60, log, pid)
     say(f"{ADMIN_NAME}: ready on {admin_url(lay)}")
+    return ""
 
 
 def admin_url(lay: Layout) -> str:
@@ -1285,8 +1294,10 @@ def admin_summary(stack: Stack) -> list[str]:
     lay = stack.layout
     if stack.running(ADMIN_NAME):
         rc = f"  Redis Commander   {admin_url(lay)}"
+    elif not admin_enabled():
+        rc = "  Redis Commander   off (QUIZ_ADMIN=0)"
     else:
-        rc = "  Redis Commander   not running (QUIZ_ADMIN=0, or see the lines above)"
+        rc = "  Redis Commander   not running (why: the lines above)"
     return [
         rc,
         f"  Kafka UI          `just kafka-ui` (kaskade on {lay.kafka_bootstrap}; "

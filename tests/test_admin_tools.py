@@ -12,15 +12,17 @@ What the tests need (tmux, Chromium, node) is installed with apt-get when possib
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -64,10 +66,8 @@ def redis_commander(stack_dir: Path) -> Iterator[str]:
         pytest.fail("QUIZ_ADMIN=0 is set: Redis Commander is off")
     stack = st.Stack.load(stack_dir)
     assert stack is not None
-    st.start_redis_commander(stack)
-    log = stack.logs / f"{st.ADMIN_NAME}.log"
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-    assert stack.running(st.ADMIN_NAME), f"Redis Commander did not start:\n{tail}"
+    why = st.start_redis_commander(stack)
+    assert not why and stack.running(st.ADMIN_NAME), f"Redis Commander did not start: {why}"
     try:
         yield st.admin_url(stack.layout)
     finally:
@@ -91,13 +91,17 @@ class Terminal:
     """One tmux session on a private server: a fixed-size terminal to run a TUI in."""
 
     def __init__(self, tmux: str, command: list[str], width: int = 200, height: int = 50):
-        self.tmux = [tmux, "-L", f"quizrt-test-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
+        self.dir = Path(tempfile.mkdtemp(prefix="quizrt-tmux-"))
+        self.tmux = [tmux, "-S", str(self.dir / "socket"), "-f", "/dev/null"]
         env = [f"{k}={v}" for k, v in os.environ.items() if k.startswith("QUIZ_")]
-        subprocess.run(
+        r = subprocess.run(
             [
                 *self.tmux,
                 "new-session",
                 "-d",
+                "-P",  # print the pane's pid: the command's process group, stopped in close()
+                "-F",
+                "#{pane_pid}",
                 "-s",
                 "t",
                 "-x",
@@ -114,7 +118,10 @@ class Terminal:
             ],
             cwd=ROOT,
             check=True,
+            capture_output=True,
+            text=True,
         )
+        self.pid = int(r.stdout.strip())
 
     def screen(self) -> str:
         r = subprocess.run(
@@ -127,8 +134,8 @@ class Terminal:
             subprocess.run([*self.tmux, "send-keys", "-t", "t", k], check=True)
             time.sleep(0.3)
 
-    def wait(self, check, timeout_s: float = 90, every: tuple[str, ...] = ()) -> str:
-        """Poll the screen until ``check(screen)``; send ``every`` keys between polls."""
+    def wait(self, check, timeout_s: float = 120, every: tuple[str, ...] = ()) -> str:
+        """Poll the screen until ``check(screen)``; send ``every`` keys now and then."""
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()
         while True:
@@ -137,13 +144,26 @@ class Terminal:
                 return text
             if time.monotonic() > deadline:
                 raise AssertionError(f"terminal never showed what was expected:\n{text}")
-            if every and time.monotonic() - last > 5:
+            if every and time.monotonic() - last > 10:  # a refresh takes a while when busy
                 self.keys(*every)
                 last = time.monotonic()
             time.sleep(0.5)
 
     def close(self) -> None:
+        """Quit the TUI (ctrl+c), then end its process group: `just` and kaskade outlive
+        the SIGHUP of a closing tmux."""
+        subprocess.run([*self.tmux, "send-keys", "-t", "t", "C-c"], capture_output=True)
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, sig)
+            deadline = time.monotonic() + 5
+            while st.pid_alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not st.pid_alive(self.pid):
+                break
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def topic_row(screen: str, topic: str) -> list[str] | None:
@@ -199,25 +219,41 @@ def test_kaskade_shows_topics_consumer_group_lag_and_messages(played: dict, tmux
         screen = term.wait(topics_and_group, every=("C-r",))
         score = topic_row(screen, s.topic_score_change)
         assert score is not None and score[-1].lstrip("≈").isdigit()  # the Lag column
-        # Open SCORE_CHANGE, then its Groups tab: the group, its state and lag.
-        # The cursor starts on the first row; the rows are sorted by name.
-        term.keys(*["Down"] * _table_names(screen).index(s.topic_score_change), "Enter")
-        term.wait(lambda t: "Topic Details" in t and "Groups [" in t, timeout_s=30)
-        term.keys("Right", "Right")
+        # Open SCORE_CHANGE, then its Groups tab: the group, its state and lag. Rows are
+        # sorted by name. Keys sent while kaskade is busy may be lost: every step checks
+        # what the screen shows and is retried.
+        rows = _table_names(screen)
+        wanted = f"Topic Details [{s.topic_score_change}]"
+        for _ in range(5):
+            term.keys(*["Up"] * len(rows), *["Down"] * rows.index(s.topic_score_change), "Enter")
+            opened = term.wait(lambda t: "Topic Details [" in t and "Groups [" in t, timeout_s=60)
+            if wanted in opened:
+                break
+            term.keys("Escape")
+            time.sleep(2)
+        else:
+            raise AssertionError(f"could not open {s.topic_score_change}:\n{opened}")
+        # The Groups tab's row: ID, coordinator, state, assignor, partitions, members, lag.
+        states = "stable|empty|preparingrebalance|completingrebalance"
         group_row = re.compile(
-            rf"\b{re.escape(s.consumer_group)}\s+\S+\s+(\w+)\s+\S+\s+\d+\s+\d+\s+(\d+)"
+            rf"\b{re.escape(s.consumer_group)}\s+\S+:\d+/\d+\s+({states})\s+\S+\s+\d+\s+\d+\s+(\d+)",
+            re.IGNORECASE,
         )
-        found = group_row.search(term.wait(lambda t: bool(group_row.search(t)), timeout_s=30))
-        assert found is not None
-        state, lag = found.groups()
-        assert state.lower() in {"stable", "empty", "preparingrebalance", "completingrebalance"}
+        found = None
+        for _ in range(10):  # the tabs wrap around: step right until the Groups tab shows
+            term.keys("Right")
+            with contextlib.suppress(AssertionError):
+                found = group_row.search(term.wait(lambda t: bool(group_row.search(t)), 5))
+                break
+        assert found is not None, f"no {s.consumer_group} group shown:\n{term.screen()}"
+        lag = found.group(2)
         assert int(lag) >= 0
     finally:
         term.close()
     # `just kafka-ui SCORE_CHANGE`: the topic's messages, the session's among them.
     term = Terminal(tmux, [just, "kafka-ui", s.topic_score_change])
     try:
-        term.wait(lambda t: played["session_id"] in t and "schema_version" in t, timeout_s=60)
+        term.wait(lambda t: played["session_id"] in t and "schema_version" in t)
     finally:
         term.close()
 
