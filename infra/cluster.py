@@ -3,7 +3,7 @@
     python -m infra.cluster up [--dir D]       3 Redis primaries + 1 replica each, 3 KRaft brokers
     python -m infra.cluster down               stop them (by pid)
     python -m infra.cluster env                the QUIZ_* variables that point a stack at them
-    python -m infra.cluster status | kill NAME | restart NAME
+    python -m infra.cluster status | kill NAME | restart NAME [--no-wait]
     python -m infra.cluster test [PYTEST ARGS] a cluster on free ports, then ``infra.stack test``
                                                (its own PostgreSQL, services, nginx) on it
 
@@ -178,10 +178,16 @@ class Cluster:
         reap()
 
     def stop_all(self) -> None:
+        """SIGTERM every broker at once (the last one alone would wait for a
+        controller quorum), then the Redis nodes; SIGKILL what is left after 20 s."""
+        brokers = [n for n in self.names() if n.startswith("kafka") and self.running(n)]
+        for name in brokers:
+            say(f"stopping {name} (pid {self.procs[name]['pid']})")
+            os.killpg(self.procs[name]["pid"], signal.SIGTERM)
         for name in reversed(self.names()):
-            if self.running(name):
+            if self.running(name) and name not in brokers:
                 say(f"stopping {name} (pid {self.procs[name]['pid']})")
-            self.kill(name, signal.SIGTERM, timeout=30)
+            self.kill(name, signal.SIGTERM, timeout=20)
             self.procs.pop(name, None)
         self.save()
 
@@ -392,14 +398,22 @@ class Cluster:
 
     # ------------------------------------------------------------------ commands
 
-    def up(self) -> None:
+    def up(self, wait: bool = True) -> None:
+        """Start what is not running. ``wait=False`` returns while the brokers still
+        start (the stack's topic creation waits for all three)."""
         self.save()
         self.start_redis()
-        self.start_kafka()
+        if wait:
+            self.start_kafka()
+        else:
+            for i in range(KAFKA_BROKERS):
+                if not self.running(f"kafka-{i + 1}"):
+                    self.start_kafka_broker(i)
 
-    def restart(self, name: str) -> None:
+    def restart(self, name: str, wait: bool = True) -> None:
         """Start a node that was killed (it rejoins: a Redis node as a replica of the
-        primary that replaced it, a broker catching up its partitions)."""
+        primary that replaced it, a broker catching up its partitions); ``wait=False``
+        does not wait for a broker to be ready."""
         self.kill(name, signal.SIGTERM)
         kind, _, n = name.partition("-")
         i = int(n) - 1
@@ -407,7 +421,9 @@ class Cluster:
             self.start_redis_node(i)
             wait_for("redis cluster", self.cluster_ok, 60, self.logs / f"{name}.log")
         elif kind == "kafka":
-            self.wait_kafka([self.start_kafka_broker(i)])
+            started = self.start_kafka_broker(i)
+            if wait:
+                self.wait_kafka([started])
         else:
             die(f"unknown node {name}")
 
@@ -430,14 +446,16 @@ def cmd_test(pytest_args: list[str]) -> int:
     cluster = Cluster.test(run_dir)
     rc = 1
     try:
-        cluster.up()
+        cluster.up(wait=False)
         rc = subprocess.run(
             [str(VENV_BIN / "python"), "-m", "infra.stack", "test", *pytest_args],
             cwd=ROOT,
             env=_test_env(cluster),
         ).returncode
+        say(f"the stack on the cluster exited with {rc}")
     finally:
-        cluster.stop_all()
+        # Reload: the tests restart nodes, so cluster.json names newer pids.
+        (Cluster.load(run_dir) or cluster).stop_all()
         if rc == 0 and not os.environ.get("QUIZ_KEEP_TEST_RUN"):
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
@@ -480,8 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in a.rest:
             cluster.kill(name)
     elif a.command == "restart":
-        for name in a.rest:
-            cluster.restart(name)
+        for name in [n for n in a.rest if n != "--no-wait"]:
+            cluster.restart(name, wait="--no-wait" not in a.rest)
     return 0
 
 
