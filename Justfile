@@ -101,3 +101,22 @@ bench *args:
 # classroom + many-rooms at reduced size, under 3 minutes
 bench-quick *args:
     {{py}} -m loadtests.bench --quick "$@"
+
+# a local Redis Cluster (3 primaries + 1 replica each) and three Kafka brokers (KRaft,
+# replication factor 3) in .run/cluster; `eval "$(just cluster-env)"` points `./dev up`,
+# `./dev test` or `just bench` at them
+cluster-up:
+    {{py}} -m infra.cluster up
+
+# stop the cluster `cluster-up` started (by pid)
+cluster-down:
+    {{py}} -m infra.cluster down
+
+# the QUIZ_* variables that point a stack at the cluster of `cluster-up`
+cluster-env:
+    @{{py}} -m infra.cluster env
+
+# node-loss scenarios (a Kafka broker, a Redis primary SIGKILLed mid-game) on a cluster
+# and a stack of their own, full sizes; writes reports/chaos-cluster.md
+chaos-cluster *args:
+    QUIZ_CHAOS_FULL=1 QUIZ_CHAOS_REPORT=reports/chaos-cluster.md {{py}} -m infra.cluster test tests/test_on_cluster.py -v "$@"
