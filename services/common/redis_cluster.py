@@ -67,6 +67,19 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, opts
 
 
+def node_url(url: str) -> str:
+    """A plain ``redis://`` URL of the first node of a cluster URL (``url`` itself
+    otherwise), for tools that need one server, e.g. the bench's bare python-socketio
+    floor: plain PUBLISH/SUBSCRIBE work on any node of a cluster."""
+    if not is_cluster_url(url):
+        return url
+    scheme, _, rest = url.partition("://")
+    hosts = rest.split("/", 1)[0]
+    auth, _, hosts = hosts.rpartition("@")
+    first = hosts.split(",")[0]
+    return f"{scheme.split('+')[0]}://{auth + '@' if auth else ''}{first}/0"
+
+
 class _ClusterScript(AsyncScript):
     """A script that works in a cluster pipeline too.
 
