@@ -3,7 +3,7 @@
     python -m infra.cluster up [--dir D]       3 Redis primaries + 1 replica each, 3 KRaft brokers
     python -m infra.cluster down               stop them (by pid)
     python -m infra.cluster env                the QUIZ_* variables that point a stack at them
-    python -m infra.cluster status | kill NAME | restart NAME [--no-wait]
+    python -m infra.cluster status | cpu | kill NAME | restart NAME [--no-wait]
     python -m infra.cluster test [PYTEST ARGS] a cluster on free ports, then ``infra.stack test``
                                                (its own PostgreSQL, services, nginx) on it
 
@@ -469,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("command", choices=["up", "down", "env", "status", "kill", "restart", "test"])
+    ap.add_argument(
+        "command", choices=["up", "down", "env", "status", "cpu", "kill", "restart", "test"]
+    )
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     ap.add_argument("--dir", default=os.environ.get("QUIZ_CLUSTER_DIR"))
     a = ap.parse_args(argv)
@@ -494,6 +496,17 @@ def main(argv: list[str] | None = None) -> int:
             state = "running" if cluster.running(name) else "down"
             role = " (primary)" if name in primaries else ""
             print(f"  {name:10} {state}{role}")
+    elif a.command == "cpu":
+        # CPU seconds (user + system) of every node so far, as JSON: run it before and
+        # after a bench to get what the engines used (they are not in stack.json).
+        import psutil
+
+        cpu = {}
+        for name, p in cluster.procs.items():
+            if cluster.running(name):
+                t = psutil.Process(p["pid"]).cpu_times()
+                cpu[name] = round(t.user + t.system, 2)
+        print(json.dumps(cpu))
     elif a.command == "kill":
         for name in a.rest:
             cluster.kill(name)
