@@ -80,9 +80,9 @@ compose-nginx:
     {{py}} -m infra.stack compose-nginx
 
 # fault scenarios (consumer SIGKILL, Kafka down 30 s, Redis restart/flush, quiz+socket.io kill,
-# duplicate answers) on an isolated stack; writes reports/chaos.md
+# duplicate answers) on an isolated stack; writes reports/chaos.md (`--cluster`: chaos-cluster)
 chaos *args:
-    QUIZ_CHAOS_FULL=1 QUIZ_CHAOS_REPORT=reports/chaos.md {{py}} -m infra.stack test tests/test_faults.py -v "$@"
+    if [ "${1:-}" = "--cluster" ]; then shift; {{just_executable()}} chaos-cluster "$@"; else QUIZ_CHAOS_FULL=1 QUIZ_CHAOS_REPORT=reports/chaos.md {{py}} -m infra.stack test tests/test_faults.py -v "$@"; fi
 
 # one Locust scenario headless against the running stack (classroom, stadium, many-rooms,
 # self-paced, spike); HTML + CSV in reports/locust/ (e.g. `just load stadium --players 200`)

@@ -7,7 +7,7 @@
     python -m infra.cluster test [PYTEST ARGS] a cluster on free ports, then ``infra.stack test``
                                                (its own PostgreSQL, services, nginx) on it
 
-``up`` uses fixed ports (Redis 47001-47006, Kafka 59192-59194) under ``.run/cluster``;
+``up`` uses fixed ports (Redis 27001-27006, Kafka 29192-29194 (below the ephemeral port range)) under ``.run/cluster``;
 ``eval "$(python -m infra.cluster env)"`` then makes ``./dev up``, ``just bench`` or
 ``./dev test`` use these servers instead of starting single-node ones (see README,
 "Using servers you already have"). Every broker is broker and controller at once
@@ -79,10 +79,10 @@ class Cluster:
     def dev(cls) -> Cluster:
         return cls(
             run_dir=Path(os.environ.get("QUIZ_CLUSTER_DIR", ROOT / ".run" / "cluster")),
-            redis_ports=[47001 + i for i in range(REDIS_NODES)],
-            bus_ports=[47101 + i for i in range(REDIS_NODES)],
-            kafka_ports=[59192 + i for i in range(KAFKA_BROKERS)],
-            controller_ports=[59195 + i for i in range(KAFKA_BROKERS)],
+            redis_ports=[27001 + i for i in range(REDIS_NODES)],
+            bus_ports=[27101 + i for i in range(REDIS_NODES)],
+            kafka_ports=[29192 + i for i in range(KAFKA_BROKERS)],
+            controller_ports=[29195 + i for i in range(KAFKA_BROKERS)],
         )
 
     @classmethod
