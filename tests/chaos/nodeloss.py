@@ -84,11 +84,12 @@ async def session_primary(session_id: str) -> tuple[str, int]:
 
 
 async def _until_replica_took_over(name: str, timeout: float = 30) -> float:
-    """Seconds until every slot is served again without the killed primary."""
+    """Seconds until a replica was promoted (three primaries among the live nodes)
+    and every slot is served again without the killed primary."""
     t0 = time.monotonic()
     c = _cluster()
     while time.monotonic() - t0 < timeout:
-        if c.cluster_ok():
+        if len(await asyncio.to_thread(c.redis_primaries)) == 3 and c.cluster_ok():
             return time.monotonic() - t0
         await asyncio.sleep(0.2)
     raise TimeoutError(f"no replica took over from {name} within {timeout:.0f}s")
