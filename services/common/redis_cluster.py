@@ -64,7 +64,9 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
             opts["password"] = unquote(user)
     nodes = []
     for h in hosts.split(","):
-        host, _, port = h.strip().rpartition(":")
+        host, sep, port = h.strip().rpartition(":")
+        if not sep:  # no port given
+            host, port = port, ""
         nodes.append((host or "127.0.0.1", int(port or 6379)))
     return nodes, opts
 
