@@ -7,7 +7,8 @@
     python -m infra.cluster test [PYTEST ARGS] a cluster on free ports, then ``infra.stack test``
                                                (its own PostgreSQL, services, nginx) on it
 
-``up`` uses fixed ports (Redis 27001-27006, Kafka 29192-29194 (below the ephemeral port range)) under ``.run/cluster``;
+``up`` uses fixed ports below the ephemeral range (Redis 27001-27006, Kafka
+29192-29194) under ``.run/cluster``;
 ``eval "$(python -m infra.cluster env)"`` then makes ``./dev up``, ``just bench`` or
 ``./dev test`` use these servers instead of starting single-node ones (see README,
 "Using servers you already have"). Every broker is broker and controller at once
