@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster.run_dir = run_dir
     if a.command == "up":
         cluster.up()
-        print('point a stack at it:  eval "$(python -m infra.cluster env)"', flush=True)
+        print('point a stack at it:  eval "$(./dev cluster-env)"', flush=True)
         for k, v in cluster.env().items():
             print(f"  {k}={v}")
     elif a.command == "down":
