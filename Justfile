@@ -86,9 +86,9 @@ compose-nginx:
     {{py}} -m infra.stack compose-nginx
 
 # fault scenarios (consumer SIGKILL, Kafka down 30 s, Redis restart/flush, quiz+socket.io kill,
-# duplicate answers) on an isolated stack; writes reports/chaos.md
+# duplicate answers) on an isolated stack; writes reports/chaos.md (`--cluster`: chaos-cluster)
 chaos *args:
-    QUIZ_CHAOS_FULL=1 QUIZ_CHAOS_REPORT=reports/chaos.md {{py}} -m infra.stack test tests/test_faults.py -v "$@"
+    if [ "${1:-}" = "--cluster" ]; then shift; {{just_executable()}} chaos-cluster "$@"; else QUIZ_CHAOS_FULL=1 QUIZ_CHAOS_REPORT=reports/chaos.md {{py}} -m infra.stack test tests/test_faults.py -v "$@"; fi
 
 # one Locust scenario headless against the running stack (classroom, stadium, many-rooms,
 # self-paced, spike); HTML + CSV in reports/locust/ (e.g. `just load stadium --players 200`)
@@ -107,3 +107,22 @@ bench *args:
 # classroom + many-rooms at reduced size, under 3 minutes
 bench-quick *args:
     {{py}} -m loadtests.bench --quick "$@"
+
+# a local Redis Cluster (3 primaries + 1 replica each) and three Kafka brokers (KRaft,
+# replication factor 3) in .run/cluster; `eval "$(just cluster-env)"` points `./dev up`,
+# `./dev test` or `just bench` at them
+cluster-up:
+    {{py}} -m infra.cluster up
+
+# stop the cluster `cluster-up` started (by pid)
+cluster-down:
+    {{py}} -m infra.cluster down
+
+# the QUIZ_* variables that point a stack at the cluster of `cluster-up`
+cluster-env:
+    @{{py}} -m infra.cluster env
+
+# node-loss scenarios (a Kafka broker, a Redis primary SIGKILLed mid-game) on a cluster
+# and a stack of their own, full sizes; writes reports/chaos-cluster.md
+chaos-cluster *args:
+    QUIZ_CHAOS_FULL=1 QUIZ_CHAOS_REPORT=reports/chaos-cluster.md {{py}} -m infra.cluster test tests/test_on_cluster.py -v "$@"

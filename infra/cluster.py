@@ -3,11 +3,12 @@
     python -m infra.cluster up [--dir D]       3 Redis primaries + 1 replica each, 3 KRaft brokers
     python -m infra.cluster down               stop them (by pid)
     python -m infra.cluster env                the QUIZ_* variables that point a stack at them
-    python -m infra.cluster status | kill NAME | restart NAME
+    python -m infra.cluster status | cpu | kill NAME | restart NAME [--no-wait]
     python -m infra.cluster test [PYTEST ARGS] a cluster on free ports, then ``infra.stack test``
                                                (its own PostgreSQL, services, nginx) on it
 
-``up`` uses fixed ports (Redis 47001-47006, Kafka 59192-59194) under ``.run/cluster``;
+``up`` uses fixed ports below the ephemeral range (Redis 27001-27006, Kafka
+29192-29194) under ``.run/cluster``;
 ``eval "$(python -m infra.cluster env)"`` then makes ``./dev up``, ``just bench`` or
 ``./dev test`` use these servers instead of starting single-node ones (see README,
 "Using servers you already have"). Every broker is broker and controller at once
@@ -79,10 +80,10 @@ class Cluster:
     def dev(cls) -> Cluster:
         return cls(
             run_dir=Path(os.environ.get("QUIZ_CLUSTER_DIR", ROOT / ".run" / "cluster")),
-            redis_ports=[47001 + i for i in range(REDIS_NODES)],
-            bus_ports=[47101 + i for i in range(REDIS_NODES)],
-            kafka_ports=[59192 + i for i in range(KAFKA_BROKERS)],
-            controller_ports=[59195 + i for i in range(KAFKA_BROKERS)],
+            redis_ports=[27001 + i for i in range(REDIS_NODES)],
+            bus_ports=[27101 + i for i in range(REDIS_NODES)],
+            kafka_ports=[29192 + i for i in range(KAFKA_BROKERS)],
+            controller_ports=[29195 + i for i in range(KAFKA_BROKERS)],
         )
 
     @classmethod
@@ -178,10 +179,16 @@ class Cluster:
         reap()
 
     def stop_all(self) -> None:
+        """SIGTERM every broker at once (the last one alone would wait for a
+        controller quorum), then the Redis nodes; SIGKILL what is left after 20 s."""
+        brokers = [n for n in self.names() if n.startswith("kafka") and self.running(n)]
+        for name in brokers:
+            say(f"stopping {name} (pid {self.procs[name]['pid']})")
+            os.killpg(self.procs[name]["pid"], signal.SIGTERM)
         for name in reversed(self.names()):
-            if self.running(name):
+            if self.running(name) and name not in brokers:
                 say(f"stopping {name} (pid {self.procs[name]['pid']})")
-            self.kill(name, signal.SIGTERM, timeout=30)
+            self.kill(name, signal.SIGTERM, timeout=20)
             self.procs.pop(name, None)
         self.save()
 
@@ -392,14 +399,22 @@ class Cluster:
 
     # ------------------------------------------------------------------ commands
 
-    def up(self) -> None:
+    def up(self, wait: bool = True) -> None:
+        """Start what is not running. ``wait=False`` returns while the brokers still
+        start (the stack's topic creation waits for all three)."""
         self.save()
         self.start_redis()
-        self.start_kafka()
+        if wait:
+            self.start_kafka()
+        else:
+            for i in range(KAFKA_BROKERS):
+                if not self.running(f"kafka-{i + 1}"):
+                    self.start_kafka_broker(i)
 
-    def restart(self, name: str) -> None:
+    def restart(self, name: str, wait: bool = True) -> None:
         """Start a node that was killed (it rejoins: a Redis node as a replica of the
-        primary that replaced it, a broker catching up its partitions)."""
+        primary that replaced it, a broker catching up its partitions); ``wait=False``
+        does not wait for a broker to be ready."""
         self.kill(name, signal.SIGTERM)
         kind, _, n = name.partition("-")
         i = int(n) - 1
@@ -407,7 +422,9 @@ class Cluster:
             self.start_redis_node(i)
             wait_for("redis cluster", self.cluster_ok, 60, self.logs / f"{name}.log")
         elif kind == "kafka":
-            self.wait_kafka([self.start_kafka_broker(i)])
+            started = self.start_kafka_broker(i)
+            if wait:
+                self.wait_kafka([started])
         else:
             die(f"unknown node {name}")
 
@@ -430,14 +447,16 @@ def cmd_test(pytest_args: list[str]) -> int:
     cluster = Cluster.test(run_dir)
     rc = 1
     try:
-        cluster.up()
+        cluster.up(wait=False)
         rc = subprocess.run(
             [str(VENV_BIN / "python"), "-m", "infra.stack", "test", *pytest_args],
             cwd=ROOT,
             env=_test_env(cluster),
         ).returncode
+        say(f"the stack on the cluster exited with {rc}")
     finally:
-        cluster.stop_all()
+        # Reload: the tests restart nodes, so cluster.json names newer pids.
+        (Cluster.load(run_dir) or cluster).stop_all()
         if rc == 0 and not os.environ.get("QUIZ_KEEP_TEST_RUN"):
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
@@ -451,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("command", choices=["up", "down", "env", "status", "kill", "restart", "test"])
+    ap.add_argument(
+        "command", choices=["up", "down", "env", "status", "cpu", "kill", "restart", "test"]
+    )
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     ap.add_argument("--dir", default=os.environ.get("QUIZ_CLUSTER_DIR"))
     a = ap.parse_args(argv)
@@ -462,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster.run_dir = run_dir
     if a.command == "up":
         cluster.up()
-        print('point a stack at it:  eval "$(python -m infra.cluster env)"', flush=True)
+        print('point a stack at it:  eval "$(./dev cluster-env)"', flush=True)
         for k, v in cluster.env().items():
             print(f"  {k}={v}")
     elif a.command == "down":
@@ -476,12 +497,23 @@ def main(argv: list[str] | None = None) -> int:
             state = "running" if cluster.running(name) else "down"
             role = " (primary)" if name in primaries else ""
             print(f"  {name:10} {state}{role}")
+    elif a.command == "cpu":
+        # CPU seconds (user + system) of every node so far, as JSON: run it before and
+        # after a bench to get what the engines used (they are not in stack.json).
+        import psutil
+
+        cpu = {}
+        for name, p in cluster.procs.items():
+            if cluster.running(name):
+                t = psutil.Process(p["pid"]).cpu_times()
+                cpu[name] = round(t.user + t.system, 2)
+        print(json.dumps(cpu))
     elif a.command == "kill":
         for name in a.rest:
             cluster.kill(name)
     elif a.command == "restart":
-        for name in a.rest:
-            cluster.restart(name)
+        for name in [n for n in a.rest if n != "--no-wait"]:
+            cluster.restart(name, wait="--no-wait" not in a.rest)
     return 0
 
 

@@ -34,6 +34,7 @@ from loadtests.probe import CpuMeter, machine, rss_mb, stack_pids
 from loadtests.profiles import summarize
 from loadtests.report import write_reports
 from loadtests.runner import run_scenario
+from services.common.redis_cluster import node_url
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = time.monotonic()
@@ -178,7 +179,9 @@ async def bench(args: argparse.Namespace) -> dict:
 
         # ---- floors
         shutil.rmtree(floors_dir, ignore_errors=True)
-        floors = FloorServers(floors_dir, bs.stack.layout.redis_url, lay["quiz"], lay["sio"])
+        # The bare floor is plain python-socketio: on a Redis Cluster, one node of it.
+        floor_redis = node_url(bs.stack.layout.redis_url)
+        floors = FloorServers(floors_dir, floor_redis, lay["quiz"], lay["sio"])
         await floors.start()
         say(f"floors: bare servers up behind nginx on {floors.port}")
         hf = await http_floor(
@@ -198,7 +201,7 @@ async def bench(args: argparse.Namespace) -> dict:
             f = await sio_floor(
                 pool,
                 floors.port,
-                bs.stack.layout.redis_url,
+                floor_redis,
                 n,
                 meter=CpuMeter(floors.pids()),
                 sio_pids=[p for k, p in floors.pids().items() if k.startswith("bare-sio")],

@@ -106,12 +106,12 @@ async def create_topics(settings: Settings | None = None) -> None:
     rf = max(1, s.kafka_replication)
     replicated = {"min.insync.replicas": str(max(1, min(2, rf - 1)))}
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=10000)
-    for attempt in range(60):
+    for attempt in range(360):  # brokers of a cluster may still be starting
         try:
             await admin.start()
             break
         except Exception:
-            if attempt == 59:
+            if attempt == 359:
                 raise
             await asyncio.sleep(0.5)
     try:
@@ -139,12 +139,31 @@ async def create_topics(settings: Settings | None = None) -> None:
         existing = set(await admin.list_topics())
         todo = [t for t in topics if t.name not in existing]
         if todo:
+            await _enough_brokers(admin, rf)
             try:
-                await admin.create_topics(todo)
+                response = await admin.create_topics(todo)
             except TopicAlreadyExistsError:
                 pass
+            else:
+                # aiokafka returns per-topic errors instead of raising them.
+                for name, code, *rest in response.topic_errors:
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        raise RuntimeError(f"could not create {name}: error {code} {rest}")
     finally:
         await admin.close()
+
+
+async def _enough_brokers(admin: AIOKafkaAdminClient, replicas: int, timeout: float = 180) -> None:
+    """Wait until ``replicas`` brokers have joined (a cluster's brokers may still be
+    starting when the stack creates its topics)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        if brokers >= replicas:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"{brokers} Kafka brokers after {timeout:.0f}s, {replicas} needed")
+        await asyncio.sleep(0.5)
 
 
 async def list_topics() -> None:

@@ -30,12 +30,14 @@ from redis.asyncio.cluster import (
     TransactionStrategy,
 )
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
 log = logging.getLogger("quizrt.redis")
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+# How often a socket.io subscriber checks that its node is still the channel's primary.
+CHECK_OWNER_S = 2.0
 
 
 def is_cluster_url(url: str, flag: bool = False) -> bool:
@@ -62,9 +64,24 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
             opts["password"] = unquote(user)
     nodes = []
     for h in hosts.split(","):
-        host, _, port = h.strip().rpartition(":")
+        host, sep, port = h.strip().rpartition(":")
+        if not sep:  # no port given
+            host, port = port, ""
         nodes.append((host or "127.0.0.1", int(port or 6379)))
     return nodes, opts
+
+
+def node_url(url: str) -> str:
+    """A plain ``redis://`` URL of the first node of a cluster URL (``url`` itself
+    otherwise), for tools that need one server, e.g. the bench's bare python-socketio
+    floor: plain PUBLISH/SUBSCRIBE work on any node of a cluster."""
+    if not is_cluster_url(url):
+        return url
+    scheme, _, rest = url.partition("://")
+    hosts = rest.split("/", 1)[0]
+    auth, _, hosts = hosts.rpartition("@")
+    first = hosts.split(",")[0]
+    return f"{scheme.split('+')[0]}://{auth + '@' if auth else ''}{first}/0"
 
 
 class _ClusterScript(AsyncScript):
@@ -185,8 +202,11 @@ class ShardedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             self._get_logger().error("Cannot publish to the redis cluster: %s", exc)
             return None
 
-    async def _subscriber(self) -> Any:
-        """A plain pub/sub connection to the primary that owns the channel's slot."""
+    async def _subscriber(self) -> tuple[Redis, Any]:
+        """A plain client and a pub/sub connection, subscribed, on the primary that
+        owns the channel's slot. No retries inside: a lost connection must come back
+        here, to the slot map, not reconnect to the same address (which may be a
+        restarted node that is a replica now)."""
         cluster: RedisCluster = self.redis
         await cluster.initialize()
         node = cluster.get_node_from_key(self.channel)
@@ -197,36 +217,55 @@ class ShardedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             for k, v in node.connection_kwargs.items()
             if k in ("username", "password", "ssl", "ssl_cert_reqs", "ssl_ca_certs")
         }
-        conn = Redis(host=node.host, port=int(node.port), socket_connect_timeout=2, **kwargs)
-        pubsub = conn.pubsub(ignore_subscribe_messages=True)
+        conn = Redis(
+            host=node.host,
+            port=int(node.port),
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            retry=Retry(NoBackoff(), 0),
+            **kwargs,
+        )
+        pubsub = conn.pubsub()
         await pubsub.ssubscribe(self.channel)
-        return pubsub
+        return conn, pubsub
 
     async def _redis_listen_with_retries(self):  # pragma: no cover - needs a cluster
         self._redis_connect()
+        loop = asyncio.get_running_loop()
         while True:
-            pubsub = None
+            conn = pubsub = None
             try:
-                pubsub = await self._subscriber()
-                async for message in pubsub.listen():
-                    # The node gave the slot away (failover, resharding): resubscribe.
-                    if message.get("type") in ("sunsubscribe", b"sunsubscribe"):
-                        break
-                    yield message
+                conn, pubsub = await self._subscriber()
+                checked = loop.time()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    kind = message and message.get("type")
+                    if kind in ("sunsubscribe", b"sunsubscribe"):
+                        break  # the node gave the slot away (resharding): resubscribe
+                    if kind in ("smessage", b"smessage"):
+                        yield message
+                    if loop.time() - checked >= CHECK_OWNER_S:
+                        # A primary that was failed over may not tell its subscribers:
+                        # make sure ours still is one.
+                        checked = loop.time()
+                        role = await conn.execute_command("ROLE")
+                        if role[0] not in (b"master", "master"):
+                            raise ConnectionError("the subscribed node is a replica now")
             except Exception as exc:
-                self._get_logger().warning("redis cluster subscriber lost (%s); resubscribing", exc)
-                await asyncio.sleep(0.5)
+                self._get_logger().error("redis cluster subscriber: %s; resubscribing", exc)
+                await asyncio.sleep(0.3)
                 try:
                     # Re-read which node owns the slot now.
                     await self.redis.nodes_manager.initialize()
                 except Exception:
                     pass
             finally:
-                if pubsub is not None:
-                    try:
-                        await pubsub.aclose()
-                    except Exception:
-                        pass
+                for closing in (pubsub, conn):
+                    if closing is not None:
+                        try:
+                            await closing.aclose()
+                        except Exception:
+                            pass
 
     async def _listen(self):  # pragma: no cover - needs a cluster
         channel = self.channel.encode("utf-8")
