@@ -8,6 +8,7 @@ in a bucket no other test uses, and nothing has to wait for a refill.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import websocket
 
+from infra.stack import Layout
 from tests.conftest import unique
 
 _addresses = itertools.count(1)
@@ -196,12 +198,12 @@ def test_quiz_list_without_a_token_is_json_401(client: httpx.Client) -> None:
     assert_json_error(client.get("/api/quiz/quizzes"), 401)
 
 
-def test_dead_upstreams_answer_json_502_with_retry_after(tmp_path: Path) -> None:
-    """A second nginx from the same template, whose upstream ports have no process."""
-    from infra.stack import Layout, nginx_binary, port_open, render_nginx
+@contextlib.contextmanager
+def own_nginx(lay: Layout) -> Iterator[None]:
+    """A second nginx from the stack's template, rendered for ``lay``, while in the block."""
+    from infra.stack import nginx_binary, port_open, render_nginx
 
-    lay = Layout.test(tmp_path)
-    (tmp_path / "logs").mkdir()
+    (lay.run_dir / "logs").mkdir(parents=True, exist_ok=True)
     conf = render_nginx(lay)
     proc = subprocess.Popen(
         [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
@@ -214,16 +216,22 @@ def test_dead_upstreams_answer_json_502_with_retry_after(tmp_path: Path) -> None
             assert proc.poll() is None, "nginx exited"
             assert time.monotonic() < deadline, "nginx did not start"
             time.sleep(0.05)
-        with httpx.Client(base_url=lay.base_url, timeout=10) as c:
-            for path in ("/api/iam/jwks", "/api/quiz/health", "/api/leaderboard/health"):
-                r = c.get(path)
-                assert_json_error(r, 502)
-                assert r.headers["retry-after"] == "1"
-            r = c.get("/socket.io/?EIO=4&transport=polling")
-            assert_json_error(r, 502)
+        yield
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_dead_upstreams_answer_json_502_with_retry_after(tmp_path: Path) -> None:
+    """A second nginx from the same template, whose upstream ports have no process."""
+    lay = Layout.test(tmp_path)
+    with own_nginx(lay), httpx.Client(base_url=lay.base_url, timeout=10) as c:
+        for path in ("/api/iam/jwks", "/api/quiz/health", "/api/leaderboard/health"):
+            r = c.get(path)
+            assert_json_error(r, 502)
+            assert r.headers["retry-after"] == "1"
+        r = c.get("/socket.io/?EIO=4&transport=polling")
+        assert_json_error(r, 502)
 
 
 # --------------------------------------------------------------------------- routing

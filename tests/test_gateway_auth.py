@@ -18,7 +18,6 @@ import dataclasses
 import http.server
 import json
 import re
-import subprocess
 import threading
 import time
 import uuid
@@ -28,8 +27,6 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.iam.gateway import (
     PASS_TTL_S,
@@ -40,9 +37,10 @@ from services.iam.gateway import (
     Policy,
     Route,
 )
-from services.iam.keys import load_from_pem
+from services.iam.keys import KeyRing, load_from_dir
 from tests.chaos.tokens import claims, hostile_tokens, keyring, sign
 from tests.conftest import Api
+from tests.test_gateway import own_nginx
 
 # --------------------------------------------------------------------------- the table
 
@@ -51,12 +49,12 @@ def _app_routes() -> set[tuple[str, str]]:
     from services.leaderboard.app import app as leaderboard_app
     from services.quiz.app import app as quiz_app
 
-    found = set()
+    found: set[tuple[str, str]] = set()
     for app in (quiz_app, leaderboard_app):
         for route in app.routes:
             path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
             for method in route.methods - {"OPTIONS", "HEAD"}:
-                found.add((method, path))
+                found.add((str(method), path))
     return found
 
 
@@ -73,24 +71,15 @@ def test_every_service_route_has_exactly_one_rule_and_every_rule_a_route() -> No
         assert (rule.method, rule.path) in routes, f"no service route for {rule}"
 
 
-def _ring_and_gatekeeper(policy: Policy):
-    pem = (
-        Ed25519PrivateKey.generate()
-        .private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        .decode()
-    )
-    ring = load_from_pem(pem)
+def _ring_and_gatekeeper(policy: Policy, keys: Path) -> tuple[KeyRing, Gatekeeper]:
+    ring = load_from_dir(keys)
     verifier = GatewayVerifier(jwks_url="http://127.0.0.1:9/unused")
     verifier.load_jwks(ring.jwks())
     return ring, Gatekeeper(policy, verifier)
 
 
-async def test_verdicts_follow_the_table() -> None:
-    ring, gate = _ring_and_gatekeeper(Policy(POLICY))
+async def test_verdicts_follow_the_table(tmp_path: Path) -> None:
+    ring, gate = _ring_and_gatekeeper(Policy(POLICY), tmp_path)
     player = "Bearer " + sign(ring, claims("u-1", nickname="Zoë 🦊"))
     host = "Bearer " + sign(ring, claims("u-2", role="host"))
     answers = "/api/quiz/sessions/s1/answers"
@@ -124,8 +113,8 @@ async def test_verdicts_follow_the_table() -> None:
     assert (await gate.decide("GET", "", player)).headers["X-Gateway-Status"] == "404"
 
 
-async def test_a_short_lived_token_is_cached_strictly_before_its_exp() -> None:
-    ring, gate = _ring_and_gatekeeper(Policy(POLICY))
+async def test_a_short_lived_token_is_cached_strictly_before_its_exp(tmp_path: Path) -> None:
+    ring, gate = _ring_and_gatekeeper(Policy(POLICY), tmp_path)
     now = time.time()
     for left in (0.5, 1.0, 1.9, 2.0, 7.3):
         token = sign(ring, claims("u-1", exp=int(now + left)))
@@ -137,17 +126,17 @@ async def test_a_short_lived_token_is_cached_strictly_before_its_exp() -> None:
         assert int(time.time()) + ttl < int(now + left), (left, ttl)
 
 
-async def test_a_policy_change_in_the_one_table_changes_the_verdict() -> None:
+async def test_a_policy_change_in_the_one_table_changes_the_verdict(tmp_path: Path) -> None:
     stricter = tuple(
         dataclasses.replace(r, access=Access.HOST) if r.path.endswith("/answers") else r
         for r in POLICY
     )
-    ring, gate = _ring_and_gatekeeper(Policy(stricter))
+    ring, gate = _ring_and_gatekeeper(Policy(stricter), tmp_path)
     player = "Bearer " + sign(ring, claims("u-1"))
     v = await gate.decide("POST", "/api/quiz/sessions/s1/answers", player)
     assert v.status == 403
     looser = (*POLICY, Route("GET", "/api/quiz/new-public-page", Access.PUBLIC))
-    _, gate = _ring_and_gatekeeper(Policy(looser))
+    _, gate = _ring_and_gatekeeper(Policy(looser), tmp_path)
     assert (await gate.decide("GET", "/api/quiz/new-public-page", "")).status == 200
 
 
@@ -168,15 +157,20 @@ def _upstream_log(stack_dir: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def _wait_logged(stack_dir: Path, needle: str, timeout: float = 15.0) -> str:
-    """The upstream log once ``needle`` shows up in it (nginx flushes it every second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = _upstream_log(stack_dir)
-        if needle in text:
-            return text
-        assert time.monotonic() < deadline, f"{needle} never reached the upstream log"
+def _log_after_control(http: httpx.Client, token: dict, stack_dir: Path) -> tuple[str, str]:
+    """(upstream log, control path) once a call that does reach a service is in it.
+
+    The control goes after the calls under test, with a valid token, to a path the
+    service answers itself (an unknown session); nginx flushes its log every second.
+    """
+    control = f"control-{uuid.uuid4().hex[:12]}"
+    r = http.get(f"/api/leaderboard/sessions/{control}/top", headers=Api.auth(token))
+    assert r.status_code in (403, 404), r.text
+    deadline = time.monotonic() + 15
+    while control not in (text := _upstream_log(stack_dir)):
+        assert time.monotonic() < deadline, f"{control} never reached the upstream log"
         time.sleep(0.2)
+    return text, control
 
 
 def _assert_json_error(r: httpx.Response, status: int, detail: str | None = None) -> None:
@@ -223,12 +217,7 @@ def test_refused_tokens_never_reach_a_service(
     markers[missing] = "no Authorization header"
     for method, path, body in _marker_calls(missing):
         _assert_json_error(http.request(method, path, json=body), 401, "Missing bearer token")
-    # Control: the real token on the same kind of path reaches the service (which
-    # answers for itself: an unknown session), so the log shows what passed.
-    control = f"control-{uuid.uuid4().hex[:12]}"
-    r = http.get(f"/api/leaderboard/sessions/{control}/top", headers=api.auth(player))
-    assert r.status_code in (403, 404), r.text
-    log = _wait_logged(stack_dir, control)
+    log, _ = _log_after_control(http, player, stack_dir)
     reached = [name for marker, name in markers.items() if marker in log]
     assert not reached, f"refused by the gateway, yet proxied to a service: {reached}"
 
@@ -245,12 +234,10 @@ def test_wrong_role_is_refused_on_every_host_route_before_any_service(
     assert len(host_rules) >= 5
     for rule in host_rules:
         path = re.sub(r"\{\w+\}", marker, rule.path)
-        body = {} if rule.method == "POST" else None
+        body: dict | None = {} if rule.method == "POST" else None
         r = http.request(rule.method, path, json=body, headers=api.auth(player))
         _assert_json_error(r, 403, "Only hosts may do this")
-    control = f"control-{uuid.uuid4().hex[:12]}"
-    http.get(f"/api/quiz/sessions/{control}/question", headers=api.auth(player))
-    log = _wait_logged(stack_dir, control)
+    log, control = _log_after_control(http, player, stack_dir)
     # The log names the caller nginx forwarded: only the control call is this player's.
     mine = [line for line in log.splitlines() if uid in line]
     assert len(mine) == 1 and control in mine[0], mine
@@ -299,9 +286,7 @@ def test_a_cached_pass_never_outlives_the_token(
     _assert_json_error(r, 401, "token expired")
     r = http.get(path, headers=_bearer(token))  # the path whose pass was cached
     _assert_json_error(r, 401, "token expired")
-    control = f"control-{uuid.uuid4().hex[:12]}"
-    http.get(f"/api/leaderboard/sessions/{control}/top", headers=api.auth(player))
-    log = _wait_logged(stack_dir, control)
+    log, _ = _log_after_control(http, player, stack_dir)
     assert after not in log
     last_pass = max(
         line.split()[0] for line in log.splitlines() if f"/{marker}/" in line
@@ -385,7 +370,7 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def echo_gateway(tmp_path: Path, stack_dir: Path) -> Iterator[str]:
     """A second nginx from the same template: the stack's IAM, an echo server as every service."""
-    from infra.stack import Layout, nginx_binary, port_open, render_nginx
+    from infra.stack import Layout
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -398,23 +383,11 @@ def echo_gateway(tmp_path: Path, stack_dir: Path) -> Iterator[str]:
         leaderboard_ports=[echo],
         sio_ports=[echo],
     )
-    (tmp_path / "logs").mkdir()
-    conf = render_nginx(lay)
-    proc = subprocess.Popen(
-        [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        deadline = time.monotonic() + 10
-        while not port_open(lay.http_port):
-            assert proc.poll() is None and time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-        _Echo.seen = []
-        yield lay.base_url
+        with own_nginx(lay):
+            _Echo.seen = []
+            yield lay.base_url
     finally:
-        proc.terminate()
-        proc.wait(10)
         server.shutdown()
 
 
