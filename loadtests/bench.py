@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from loadtests import scenarios
-from loadtests.floors.measure import FloorServers, http_floor, sio_floor
+from loadtests.floors.measure import FloorServers, gateway_floor, http_floor, sio_floor
 from loadtests.pool import WorkerPool
 from loadtests.probe import CpuMeter, machine, rss_mb, stack_pids
 from loadtests.profiles import summarize
@@ -178,7 +178,13 @@ async def bench(args: argparse.Namespace) -> dict:
 
         # ---- floors
         shutil.rmtree(floors_dir, ignore_errors=True)
-        floors = FloorServers(floors_dir, bs.stack.layout.redis_url, lay["quiz"], lay["sio"])
+        floors = FloorServers(
+            floors_dir,
+            bs.stack.layout.redis_url,
+            lay["quiz"],
+            lay["sio"],
+            iam_ports=bs.stack.layout.iam_ports,
+        )
         await floors.start()
         say(f"floors: bare servers up behind nginx on {floors.port}")
         hf = await http_floor(
@@ -191,6 +197,15 @@ async def bench(args: argparse.Namespace) -> dict:
         say(
             f"floor: bare POST {hf['requests_per_s']:.0f} req/s,"
             f" p99 {hf['rtt_ms']['p99']} ms ({hf['connections']} connections)"
+        )
+        iam = {k: v for k, v in stack_pids(bs.stack.dir).items() if k.startswith("iam-")}
+        hg = await gateway_floor(
+            pool, floors, bs.base_url, iam, connections=64, duration=4.0 if args.quick else 8.0
+        )
+        rates = [hg[k]["requests_per_s"] for k in ("without_check", "with_check")]
+        say(
+            f"floor: bare POST without / with the gateway's check {rates[0]:.0f} / {rates[1]:.0f}"
+            f" req/s, CPU added {hg['added_cpu_ms_per_request'] * 1000:.0f} us per request"
         )
         room_sizes = sorted({_room_size(sc) for sc in chosen if sc.mode == "live"})
         sio_floors = {}
@@ -210,7 +225,7 @@ async def bench(args: argparse.Namespace) -> dict:
                 f" {f['emit_to_client_ms']['p99']} ms, delivered"
                 f" {f['delivered']}/{f['expected']}"
             )
-        result["floors"] = {"http_post": hf, "sio_room_emit": sio_floors}
+        result["floors"] = {"http_post": hf, "http_post_gateway": hg, "sio_room_emit": sio_floors}
         floors.stop()
         floors = None
 
@@ -281,6 +296,7 @@ def cpu_per_unit(r: dict) -> dict[str, float | None]:
         "quiz_ms_per_answer": per("quiz-", answers, 1e3),
         "postgres_ms_per_answer": per("postgres", answers, 1e3),
         "nginx_ms_per_answer": per("nginx", answers, 1e3),
+        "iam_ms_per_answer": per("iam-", answers, 1e3),  # the gateway's verdicts (misses)
         "consumer_ms_per_broadcast": per("consumer-", r["broadcasts"], 1e3),
         "sio_us_per_delivery": per("sio-", r["leaderboard_events_delivered"], 1e6),
     }
