@@ -133,6 +133,10 @@ HOSTILE_REQUESTS = {
     "garbage request line": (b"GARBAGE\r\n\r\n", 400),
     "no Host": (b"GET / HTTP/1.1\r\n\r\n", 400),
     "URI over the buffer": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "a refused request with a body over the cap": (
+        b"POST /socket.io/?token=x HTTP/1.1\r\nHost: x\r\nContent-Length: 400000\r\n\r\n",
+        400,
+    ),
     "the assets directory": (b"GET /assets/ HTTP/1.1\r\nHost: x\r\n\r\n", 404),
     "a hidden file": (b"GET /.version HTTP/1.1\r\nHost: x\r\n\r\n", 404),
     "a hidden file under assets": (b"GET /assets/.x HTTP/1.1\r\nHost: x\r\n\r\n", 404),
