@@ -42,6 +42,7 @@ T0 = time.monotonic()
 BENCH_RATES = {
     "QUIZ_RATE_ANSWERS": "20000r/s:40000",
     "QUIZ_RATE_GUESTS": "5000r/s:10000",
+    "QUIZ_RATE_JOIN": "20000r/s:40000",
     "QUIZ_RATE_API": "20000r/s:40000",
 }
 FULL = ["classroom", "stadium", "many-rooms", "self-paced", "spike"]
