@@ -179,13 +179,7 @@ async def bench(args: argparse.Namespace) -> dict:
 
         # ---- floors
         shutil.rmtree(floors_dir, ignore_errors=True)
-        floors = FloorServers(
-            floors_dir,
-            bs.stack.layout.redis_url,
-            lay["quiz"],
-            lay["sio"],
-            iam_ports=bs.stack.layout.iam_ports,
-        )
+        floors = FloorServers(floors_dir, bs.stack.layout.redis_url, lay["quiz"], lay["sio"])
         await floors.start()
         say(f"floors: bare servers up behind nginx on {floors.port}")
         hf = await http_floor(
@@ -199,9 +193,8 @@ async def bench(args: argparse.Namespace) -> dict:
             f"floor: bare POST {hf['requests_per_s']:.0f} req/s,"
             f" p99 {hf['rtt_ms']['p99']} ms ({hf['connections']} connections)"
         )
-        iam = {k: v for k, v in stack_pids(bs.stack.dir).items() if k.startswith("iam-")}
         hg = await gateway_floor(
-            pool, floors, bs.base_url, iam, connections=64, duration=4.0 if args.quick else 8.0
+            pool, floors, bs.stack.dir, bs.base_url, 64, duration=4.0 if args.quick else 8.0
         )
         rates = [hg[k]["requests_per_s"] for k in ("without_check", "with_check")]
         say(

@@ -24,7 +24,6 @@ import httpx
 import pytest
 import websocket
 
-from infra.stack import Layout
 from tests.conftest import unique
 
 _addresses = itertools.count(1)
@@ -199,12 +198,11 @@ def test_quiz_list_without_a_token_is_json_401(client: httpx.Client) -> None:
 
 
 @contextlib.contextmanager
-def own_nginx(lay: Layout) -> Iterator[None]:
-    """A second nginx from the stack's template, rendered for ``lay``, while in the block."""
-    from infra.stack import nginx_binary, port_open, render_nginx
+def own_nginx(conf: Path, port: int) -> Iterator[None]:
+    """A second nginx running ``conf`` (rendered from the stack's template), listening
+    on ``port``, while in the block."""
+    from infra.stack import nginx_binary, port_open
 
-    (lay.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    conf = render_nginx(lay)
     proc = subprocess.Popen(
         [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
@@ -212,7 +210,7 @@ def own_nginx(lay: Layout) -> Iterator[None]:
     )
     try:
         deadline = time.monotonic() + 10
-        while not port_open(lay.http_port):
+        while not port_open(port):
             assert proc.poll() is None, "nginx exited"
             assert time.monotonic() < deadline, "nginx did not start"
             time.sleep(0.05)
@@ -224,8 +222,12 @@ def own_nginx(lay: Layout) -> Iterator[None]:
 
 def test_dead_upstreams_answer_json_502_with_retry_after(tmp_path: Path) -> None:
     """A second nginx from the same template, whose upstream ports have no process."""
+    from infra.stack import Layout, render_nginx
+
     lay = Layout.test(tmp_path)
-    with own_nginx(lay), httpx.Client(base_url=lay.base_url, timeout=10) as c:
+    (tmp_path / "logs").mkdir()
+    conf = render_nginx(lay)
+    with own_nginx(conf, lay.http_port), httpx.Client(base_url=lay.base_url, timeout=10) as c:
         for path in ("/api/iam/jwks", "/api/quiz/health", "/api/leaderboard/health"):
             r = c.get(path)
             assert_json_error(r, 502)

@@ -5,8 +5,8 @@ the quiz and leaderboard services and nothing else, and a change in that one
 table changes the verdict. Through nginx on the real stack: refused tokens
 (forged, ``alg: none``, expired, ...) and wrong roles never reach a service (the
 stack's ``logs/nginx.upstream.log`` holds one line per request a service answered
-with an error, as it would a token it refused); a refusal stays a refusal after the verdict cache, and a cached pass
-never outlives the token's ``exp``; caller headers forged by a client never
+with an error, as it would a token it refused); a refusal stays a refusal after
+the verdict cache, and a cached pass never outlives the token's ``exp``; caller headers forged by a client never
 reach a service (a second nginx from the same template, with an echo server in
 place of the services and the stack's real IAM); public routes stay public; the
 services still verify tokens themselves when reached without the gateway.
@@ -370,7 +370,7 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def echo_gateway(tmp_path: Path, stack_dir: Path) -> Iterator[str]:
     """A second nginx from the same template: the stack's IAM, an echo server as every service."""
-    from infra.stack import Layout
+    from infra.stack import Layout, render_nginx
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -383,8 +383,9 @@ def echo_gateway(tmp_path: Path, stack_dir: Path) -> Iterator[str]:
         leaderboard_ports=[echo],
         sio_ports=[echo],
     )
+    (tmp_path / "logs").mkdir()
     try:
-        with own_nginx(lay):
+        with own_nginx(render_nginx(lay), lay.http_port):
             _Echo.seen = []
             yield lay.base_url
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import time
 import uuid
@@ -47,17 +48,8 @@ FLOOR_RATES = {
 class FloorServers:
     """The bare servers and their nginx, managed like a stack (logs, stack.json)."""
 
-    def __init__(
-        self,
-        run_dir: Path,
-        redis_url: str,
-        http_procs: int,
-        sio_procs: int,
-        iam_ports: list[int] | None = None,
-    ):
-        """``iam_ports``: a running stack's IAM, to also start the gateway variant."""
-        self.iam_ports = iam_ports
-        self.gateway_port = free_port() if iam_ports else None
+    def __init__(self, run_dir: Path, redis_url: str, http_procs: int, sio_procs: int):
+        self.gateway_port: int | None = None
         self.layout = Layout(
             run_dir=run_dir,
             http_port=free_port(),
@@ -98,30 +90,39 @@ class FloorServers:
             [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
             group="edge",
         )
-        if self.iam_ports and self.gateway_port:
-            gw = dataclasses.replace(
-                lay,
-                run_dir=lay.run_dir / "gateway",
-                http_port=self.gateway_port,
-                iam_ports=self.iam_ports,
-            )
-            conf = _render_floor_nginx(gw, gateway_check=True)
-            self.stack.spawn(
-                "nginx-gateway",
-                [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
-                group="edge",
-            )
         urls = [f"http://127.0.0.1:{p}/schema" for p in lay.quiz_ports]
         urls += [f"http://127.0.0.1:{p}/socket.io/?EIO=4&transport=polling" for p in lay.sio_ports]
-        for port in (lay.http_port, self.gateway_port):
-            if port:
-                urls.append(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling")
+        urls.append(f"http://127.0.0.1:{lay.http_port}/socket.io/?EIO=4&transport=polling")
         deadline = time.monotonic() + 60
         for url in urls:
             while not await asyncio.to_thread(http_ok, url, True):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"floor server not ready: {url} (logs in {lay.run_dir})")
                 await asyncio.sleep(0.2)
+
+    async def start_gateway(self, iam_ports: list[int]) -> int:
+        """A second nginx in front of the same bare servers with the gateway's check
+        on, asking a running stack's IAM; returns its port."""
+        lay = dataclasses.replace(
+            self.layout,
+            run_dir=self.layout.run_dir / "gateway",
+            http_port=free_port(),
+            iam_ports=iam_ports,
+        )
+        conf = _render_floor_nginx(lay, gateway_check=True)
+        self.stack.spawn(
+            "nginx-gateway",
+            [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
+            group="edge",
+        )
+        url = f"http://127.0.0.1:{lay.http_port}/socket.io/?EIO=4&transport=polling"
+        deadline = time.monotonic() + 30
+        while not await asyncio.to_thread(http_ok, url, True):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway floor nginx not ready (logs in {lay.run_dir})")
+            await asyncio.sleep(0.2)
+        self.gateway_port = lay.http_port
+        return lay.http_port
 
     def pids(self) -> dict[str, int]:
         return {n: p["pid"] for n, p in self.stack.procs.items()}
@@ -158,8 +159,8 @@ AUTH_REQUEST = "auth_request /_gateway/auth;"
 async def gateway_floor(
     pool: WorkerPool,
     floors: FloorServers,
+    stack_dir: Path,
     base_url: str,
-    iam_pids: dict[str, int],
     connections: int,
     duration: float,
 ) -> dict:
@@ -168,14 +169,16 @@ async def gateway_floor(
     With a cached verdict (every request after the first), the check is nginx's
     subrequest and cache lookup only: IAM's CPU in the interval shows whether any
     request took the Python hop."""
-    assert floors.gateway_port, "FloorServers(iam_ports=...) starts the gateway variant"
+    state = json.loads((stack_dir / "stack.json").read_text())
+    gateway_port = await floors.start_gateway(state["layout"]["iam_ports"])
+    iam_pids = {n: p["pid"] for n, p in state["procs"].items() if n.startswith("iam-")}
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
         r = await c.post("/api/iam/guests", json={"nickname": "floor"})
         r.raise_for_status()
         token = r.json()["access_token"]
     runs: dict[str, Any] = {}
     cost: dict[str, float] = {}
-    for name, port in (("without_check", floors.port), ("with_check", floors.gateway_port)):
+    for name, port in (("without_check", floors.port), ("with_check", gateway_port)):
         meter = CpuMeter({**floors.pids(), **iam_pids})
         run = await http_floor(pool, port, connections, duration, meter=meter, token=token)
         run["iam_cpu_ms_per_request"] = _per_unit(
