@@ -6,10 +6,11 @@ table changes the verdict. Through nginx on the real stack: refused tokens
 (forged, ``alg: none``, expired, ...) and wrong roles never reach a service (the
 stack's ``logs/nginx.upstream.log`` holds one line per request a service answered
 with an error, as it would a token it refused); a refusal stays a refusal after
-the verdict cache, and a cached pass never outlives the token's ``exp``; caller headers forged by a client never
-reach a service (a second nginx from the same template, with an echo server in
-place of the services and the stack's real IAM); public routes stay public; the
-services still verify tokens themselves when reached without the gateway.
+the verdict cache, and a cached pass never outlives the token's ``exp``; caller
+headers forged by a client never reach a service (a second nginx from the same
+template, with an echo server in place of the services and the stack's real
+IAM); public routes stay public; the services still verify tokens themselves
+when reached without the gateway.
 """
 
 from __future__ import annotations
