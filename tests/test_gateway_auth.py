@@ -221,6 +221,9 @@ def test_refused_tokens_never_reach_a_service(
     log, _ = _log_after_control(http, player, stack_dir)
     reached = [name for marker, name in markers.items() if marker in log]
     assert not reached, f"refused by the gateway, yet proxied to a service: {reached}"
+    # Every verdict fits nginx's cache, the longest Authorization header included.
+    errors = (stack_dir / "logs" / "nginx.error.log").read_text()
+    assert "not enough for cache key" not in errors
 
 
 @pytest.mark.stack
