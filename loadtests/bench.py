@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from loadtests import scenarios
-from loadtests.floors.measure import FloorServers, http_floor, sio_floor
+from loadtests.floors.measure import FloorServers, gateway_floor, http_floor, sio_floor
 from loadtests.pool import WorkerPool
 from loadtests.probe import CpuMeter, machine, rss_mb, stack_pids
 from loadtests.profiles import summarize
@@ -43,6 +43,7 @@ T0 = time.monotonic()
 BENCH_RATES = {
     "QUIZ_RATE_ANSWERS": "20000r/s:40000",
     "QUIZ_RATE_GUESTS": "5000r/s:10000",
+    "QUIZ_RATE_JOIN": "20000r/s:40000",
     "QUIZ_RATE_API": "20000r/s:40000",
 }
 FULL = ["classroom", "stadium", "many-rooms", "self-paced", "spike"]
@@ -195,6 +196,14 @@ async def bench(args: argparse.Namespace) -> dict:
             f"floor: bare POST {hf['requests_per_s']:.0f} req/s,"
             f" p99 {hf['rtt_ms']['p99']} ms ({hf['connections']} connections)"
         )
+        hg = await gateway_floor(
+            pool, floors, bs.stack.dir, bs.base_url, 64, duration=4.0 if args.quick else 8.0
+        )
+        rates = [hg[k]["requests_per_s"] for k in ("without_check", "with_check")]
+        say(
+            f"floor: bare POST without / with the gateway's check {rates[0]:.0f} / {rates[1]:.0f}"
+            f" req/s, CPU added {hg['added_cpu_ms_per_request'] * 1000:.0f} us per request"
+        )
         room_sizes = sorted({_room_size(sc) for sc in chosen if sc.mode == "live"})
         sio_floors = {}
         for n in room_sizes:
@@ -213,7 +222,7 @@ async def bench(args: argparse.Namespace) -> dict:
                 f" {f['emit_to_client_ms']['p99']} ms, delivered"
                 f" {f['delivered']}/{f['expected']}"
             )
-        result["floors"] = {"http_post": hf, "sio_room_emit": sio_floors}
+        result["floors"] = {"http_post": hf, "http_post_gateway": hg, "sio_room_emit": sio_floors}
         floors.stop()
         floors = None
 
@@ -284,6 +293,7 @@ def cpu_per_unit(r: dict) -> dict[str, float | None]:
         "quiz_ms_per_answer": per("quiz-", answers, 1e3),
         "postgres_ms_per_answer": per("postgres", answers, 1e3),
         "nginx_ms_per_answer": per("nginx", answers, 1e3),
+        "iam_ms_per_answer": per("iam-", answers, 1e3),  # the gateway's verdicts (misses)
         "consumer_ms_per_broadcast": per("consumer-", r["broadcasts"], 1e3),
         "sio_us_per_delivery": per("sio-", r["leaderboard_events_delivered"], 1e6),
     }

@@ -185,6 +185,15 @@ def unit_cost_lines(result: dict) -> list[str]:
     post = floors.get("http_post", {})
     emits = floors.get("sio_room_emit", {})
     bare_req = post.get("cpu_ms_per_request")
+    gateway = floors.get("http_post_gateway", {})
+    check = (
+        " The gateway's check on the bare POST (cached verdict): nginx"
+        f" {_f(gateway['without_check'].get('nginx_cpu_ms_per_request'))} ->"
+        f" {_f(gateway['with_check'].get('nginx_cpu_ms_per_request'))} ms per request, IAM"
+        f" {_f(gateway['with_check'].get('iam_cpu_ms_per_request'))} ms."
+        if gateway
+        else ""
+    )
     lines = [
         "",
         "## CPU per unit of work",
@@ -197,11 +206,13 @@ def unit_cost_lines(result: dict) -> list[str]:
             f"{_f(f.get('cpu_us_per_delivery'))} us per delivery ({f['clients']} clients)"
             for f in emits.values()
         )
-        + ".",
+        + "."
+        + check,
         "",
         "| scenario | quiz ms/answer (x bare POST) | postgres ms/answer | nginx ms/answer |"
-        " consumer ms/broadcast | socket.io us per leaderboard delivery |",
-        "|---|---|---|---|---|---|",
+        " IAM ms/answer (gateway verdicts) | consumer ms/broadcast |"
+        " socket.io us per leaderboard delivery |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in result.get("scenarios", {}).items():
         u = r.get("cpu_per_unit") or {}
@@ -209,6 +220,7 @@ def unit_cost_lines(result: dict) -> list[str]:
             f"| {name} | {_f(u.get('quiz_ms_per_answer'))}"
             f" ({_f(ratio(u.get('quiz_ms_per_answer'), bare_req, 1))}) |"
             f" {_f(u.get('postgres_ms_per_answer'))} | {_f(u.get('nginx_ms_per_answer'))} |"
+            f" {_f(u.get('iam_ms_per_answer'))} |"
             f" {_f(u.get('consumer_ms_per_broadcast'))} | {_f(u.get('sio_us_per_delivery'))} |"
         )
     return lines

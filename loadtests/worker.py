@@ -181,7 +181,14 @@ class Worker:
     # ---- floors
 
     async def cmd_http_floor(
-        self, host: str, port: int, path: str, body: dict, connections: int, duration: float
+        self,
+        host: str,
+        port: int,
+        path: str,
+        body: dict,
+        connections: int,
+        duration: float,
+        token: str = "x",
     ) -> None:
         lat: list[float] = []
         statuses: dict[str, int] = {}
@@ -193,7 +200,7 @@ class Worker:
             try:
                 while time.perf_counter() < t_end:
                     t0 = time.perf_counter()
-                    status, _, _ = await conn.request("POST", path, payload, "x")
+                    status, _, _ = await conn.request("POST", path, payload, token)
                     if status == 200:
                         lat.append((time.perf_counter() - t0) * 1000.0)
                     statuses[str(status)] = statuses.get(str(status), 0) + 1

@@ -8,6 +8,7 @@ in a bucket no other test uses, and nothing has to wait for a refill.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -220,13 +221,12 @@ def test_quiz_list_without_a_token_is_json_401(client: httpx.Client) -> None:
     assert_json_error(client.get("/api/quiz/quizzes"), 401)
 
 
-def test_dead_upstreams_answer_json_502_with_retry_after(tmp_path: Path) -> None:
-    """A second nginx from the same template, whose upstream ports have no process."""
-    from infra.stack import Layout, nginx_binary, port_open, render_nginx
+@contextlib.contextmanager
+def own_nginx(conf: Path, port: int) -> Iterator[None]:
+    """A second nginx running ``conf`` (rendered from the stack's template), listening
+    on ``port``, while in the block."""
+    from infra.stack import nginx_binary, port_open
 
-    lay = Layout.test(tmp_path)
-    (tmp_path / "logs").mkdir()
-    conf = render_nginx(lay)
     proc = subprocess.Popen(
         [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
@@ -234,20 +234,30 @@ def test_dead_upstreams_answer_json_502_with_retry_after(tmp_path: Path) -> None
     )
     try:
         deadline = time.monotonic() + 10
-        while not port_open(lay.http_port):
+        while not port_open(port):
             assert proc.poll() is None, "nginx exited"
             assert time.monotonic() < deadline, "nginx did not start"
             time.sleep(0.05)
-        with httpx.Client(base_url=lay.base_url, timeout=10) as c:
-            for path in ("/api/iam/jwks", "/api/quiz/health", "/api/leaderboard/health"):
-                r = c.get(path)
-                assert_json_error(r, 502)
-                assert r.headers["retry-after"] == "1"
-            r = c.get("/socket.io/?EIO=4&transport=polling")
-            assert_json_error(r, 502)
+        yield
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_dead_upstreams_answer_json_502_with_retry_after(tmp_path: Path) -> None:
+    """A second nginx from the same template, whose upstream ports have no process."""
+    from infra.stack import Layout, render_nginx
+
+    lay = Layout.test(tmp_path)
+    (tmp_path / "logs").mkdir()
+    conf = render_nginx(lay)
+    with own_nginx(conf, lay.http_port), httpx.Client(base_url=lay.base_url, timeout=10) as c:
+        for path in ("/api/iam/jwks", "/api/quiz/health", "/api/leaderboard/health"):
+            r = c.get(path)
+            assert_json_error(r, 502)
+            assert r.headers["retry-after"] == "1"
+        r = c.get("/socket.io/?EIO=4&transport=polling")
+        assert_json_error(r, 502)
 
 
 # --------------------------------------------------------------------------- routing

@@ -7,6 +7,10 @@ block, same rate-limit zone with a rate that never binds, same keepalive
 pools). Load: closed loop, the same worker processes and client code as the
 scenarios.
 
+Gateway variant: the same bare POST through a second nginx with the gateway's
+check on (``auth_request`` to the stack's real IAM, one guest token), next to
+the first nginx with it off, in the same run: what the check adds per request.
+
 socket.io floor: ``bare_sio`` on granian with the websocket settings of the
 stack, as many processes as the socket.io tier has, rooms shared through
 ``AsyncRedisManager`` on the stack's Redis; a write-only manager in this process
@@ -17,12 +21,15 @@ nginx. Measured: emit -> receipt at each client (one machine, one clock).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import socketio
 
 from infra.stack import Layout, Stack, free_port, granian, http_ok, nginx_binary, render_nginx
@@ -42,6 +49,7 @@ class FloorServers:
     """The bare servers and their nginx, managed like a stack (logs, stack.json)."""
 
     def __init__(self, run_dir: Path, redis_url: str, http_procs: int, sio_procs: int):
+        self.gateway_port: int | None = None
         self.layout = Layout(
             run_dir=run_dir,
             http_port=free_port(),
@@ -76,16 +84,7 @@ class FloorServers:
             )
         # The floor measures the servers, not the limits: its zones never bind,
         # whatever limits the stack under test runs with.
-        saved = {k: os.environ.get(k) for k in FLOOR_RATES}
-        os.environ.update(FLOOR_RATES)
-        try:
-            conf = render_nginx(lay)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        conf = _render_floor_nginx(lay, gateway_check=False)
         self.stack.spawn(
             "nginx",
             [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
@@ -101,12 +100,97 @@ class FloorServers:
                     raise RuntimeError(f"floor server not ready: {url} (logs in {lay.run_dir})")
                 await asyncio.sleep(0.2)
 
+    async def start_gateway(self, iam_ports: list[int]) -> int:
+        """A second nginx in front of the same bare servers with the gateway's check
+        on, asking a running stack's IAM; returns its port."""
+        lay = dataclasses.replace(
+            self.layout,
+            run_dir=self.layout.run_dir / "gateway",
+            http_port=free_port(),
+            iam_ports=iam_ports,
+        )
+        conf = _render_floor_nginx(lay, gateway_check=True)
+        self.stack.spawn(
+            "nginx-gateway",
+            [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
+            group="edge",
+        )
+        url = f"http://127.0.0.1:{lay.http_port}/socket.io/?EIO=4&transport=polling"
+        deadline = time.monotonic() + 30
+        while not await asyncio.to_thread(http_ok, url, True):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway floor nginx not ready (logs in {lay.run_dir})")
+            await asyncio.sleep(0.2)
+        self.gateway_port = lay.http_port
+        return lay.http_port
+
     def pids(self) -> dict[str, int]:
         return {n: p["pid"] for n, p in self.stack.procs.items()}
 
     def stop(self) -> None:
         for name in list(self.stack.procs):
             self.stack.stop(name, timeout=5)
+
+
+def _render_floor_nginx(lay: Layout, gateway_check: bool) -> Path:
+    """The stack's nginx.conf for ``lay``; its zones never bind (the floor measures
+    the servers, not the limits), and the gateway's check on or off."""
+    (lay.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    saved = {k: os.environ.get(k) for k in FLOOR_RATES}
+    os.environ.update(FLOOR_RATES)
+    try:
+        conf = render_nginx(lay)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if not gateway_check:
+        text = conf.read_text()
+        assert AUTH_REQUEST in text, "the template's gateway check moved"
+        conf.write_text(text.replace(AUTH_REQUEST, "auth_request off;"))
+    return conf
+
+
+AUTH_REQUEST = "auth_request /_gateway/auth;"
+
+
+async def gateway_floor(
+    pool: WorkerPool,
+    floors: FloorServers,
+    stack_dir: Path,
+    base_url: str,
+    connections: int,
+    duration: float,
+) -> dict:
+    """The bare POST without and with the gateway's check, one guest token, same run.
+
+    With a cached verdict (every request after the first), the check is nginx's
+    subrequest and cache lookup only: IAM's CPU in the interval shows whether any
+    request took the Python hop."""
+    state = json.loads((stack_dir / "stack.json").read_text())
+    gateway_port = await floors.start_gateway(state["layout"]["iam_ports"])
+    iam_pids = {n: p["pid"] for n, p in state["procs"].items() if n.startswith("iam-")}
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
+        r = await c.post("/api/iam/guests", json={"nickname": "floor"})
+        r.raise_for_status()
+        token = r.json()["access_token"]
+    runs: dict[str, Any] = {}
+    cost: dict[str, float] = {}
+    for name, port in (("without_check", floors.port), ("with_check", gateway_port)):
+        meter = CpuMeter({**floors.pids(), **iam_pids})
+        run = await http_floor(pool, port, connections, duration, meter=meter, token=token)
+        run["iam_cpu_ms_per_request"] = _per_unit(
+            run["cpu_pct_of_one_core"], "iam", meter, run["requests"], 1e3
+        )
+        cost[name] = sum(
+            run[f] or 0.0
+            for f in ("cpu_ms_per_request", "nginx_cpu_ms_per_request", "iam_cpu_ms_per_request")
+        )
+        runs[name] = run
+    runs["added_cpu_ms_per_request"] = round(cost["with_check"] - cost["without_check"], 4)
+    return runs
 
 
 async def http_floor(
@@ -116,6 +200,7 @@ async def http_floor(
     duration: float,
     warmup: float = 2.0,
     meter: CpuMeter | None = None,
+    token: str = "x",
 ) -> dict:
     """Closed-loop POSTs of an answer body through nginx: accepted/s and round trip;
     with ``meter``, the servers' CPU per request too."""
@@ -127,6 +212,7 @@ async def http_floor(
         "path": ANSWER_PATH,
         "body": body,
         "connections": per,
+        "token": token,
     }
     await pool.ask("http_floor", "result", duration=warmup, **args)
     if meter:
@@ -140,6 +226,7 @@ async def http_floor(
         for k, v in r["status"].items():
             status[k] = status.get(k, 0) + v
     return {
+        "requests": ok,
         "requests_per_s": round(ok / elapsed, 1),
         "connections": per * len(pool.workers),
         "duration_s": round(elapsed, 1),

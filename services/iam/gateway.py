@@ -215,7 +215,7 @@ class GatewayController(Controller):
     path = "/gateway"
     include_in_schema = False
 
-    @get("/verdict", sync_to_thread=False)
+    @get("/verdict")
     async def verdict(self, request: Request) -> Response[bytes]:
         h = request.headers
         v = await gatekeeper.decide(
