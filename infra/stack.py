@@ -436,7 +436,9 @@ def start_postgres(stack: Stack) -> None:
         "-c",
         "shared_buffers=256MB",
     ]
-    if not lay.durable:
+    # QUIZ_PG_DURABLE=1: a test stack's PostgreSQL with the durable defaults too (the
+    # chaos scenario that SIGKILLs PostgreSQL needs commits that survive it).
+    if not lay.durable and os.environ.get("QUIZ_PG_DURABLE") != "1":
         # Test stacks are thrown away: skip fsync for speed (commit semantics unchanged).
         opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     pid = stack.spawn(
