@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -25,7 +26,7 @@ from services.quiz.answers import Answer, Outcome, score_batch
 from services.quiz.errors import QuizError
 from services.quiz.sessions import GRACE_MS
 from tests.conftest import Api
-from tests.test_quiz_support import Quiz, join, wait_until
+from tests.test_quiz_support import Quiz, answer, join, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -160,6 +161,27 @@ def quiz_ports(stack_dir: Path) -> list[int]:
     return json.loads((stack_dir / "stack.json").read_text())["layout"]["quiz_ports"]
 
 
+def live_game(http: httpx.Client, api: Api, players: int) -> tuple[Quiz, str, list[dict]]:
+    """A one-question live session with ``players`` joined guests, its question open."""
+    quiz = Quiz(api, 1, limit_s=LIMIT_S)
+    sid = quiz.open_session("live")["id"]
+    joined = [api.guest() for _ in range(players)]
+    for p in joined:
+        assert join(http, p, session_id=sid).status_code == 200
+    quiz.advance(sid)
+    return quiz, sid, joined
+
+
+def post_answer(
+    client: httpx.AsyncClient, player: dict, sid: str, qid: str, choice: int
+) -> Awaitable[httpx.Response]:
+    return client.post(
+        f"/api/quiz/sessions/{sid}/answers",
+        headers=Api.auth(player),
+        json={"question_id": qid, "choice": choice},
+    )
+
+
 async def _repeats_on_both(
     ports: list[int], player: dict, sid: str, qid: str, per_port: int
 ) -> list[httpx.Response]:
@@ -167,15 +189,7 @@ async def _repeats_on_both(
     clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=20) for p in ports]
     try:
         return await asyncio.gather(
-            *[
-                c.post(
-                    f"/api/quiz/sessions/{sid}/answers",
-                    headers=Api.auth(player),
-                    json={"question_id": qid, "choice": i % 3},
-                )
-                for i in range(per_port)
-                for c in clients
-            ]
+            *[post_answer(c, player, sid, qid, i % 3) for i in range(per_port) for c in clients]
         )
     finally:
         for c in clients:
@@ -187,12 +201,7 @@ def test_concurrent_repeats_across_two_quiz_processes_count_once(
 ) -> None:
     ports = quiz_ports(stack_dir)
     assert len(ports) >= 2
-    quiz = Quiz(api, 1, limit_s=LIMIT_S)
-    sid = quiz.open_session("live")["id"]
-    players = [api.guest() for _ in range(6)]
-    for p in players:
-        assert join(http, p, session_id=sid).status_code == 200
-    quiz.advance(sid)
+    quiz, sid, players = live_game(http, api, 6)
     qid = quiz.question_ids[0]
 
     async def all_players() -> list[list[httpx.Response]]:
@@ -254,16 +263,7 @@ async def _kill_writes_mid_batch(
     killed = 0
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
-            sent = asyncio.gather(
-                *[
-                    c.post(
-                        f"/api/quiz/sessions/{sid}/answers",
-                        headers=Api.auth(p),
-                        json={"question_id": qid, "choice": choice},
-                    )
-                    for p in players
-                ]
-            )
+            sent = asyncio.gather(*[post_answer(c, p, sid, qid, choice) for p in players])
             task = asyncio.ensure_future(sent)
             deadline = time.monotonic() + 45
             while not task.done() and time.monotonic() < deadline:
@@ -301,12 +301,7 @@ def test_postgres_failing_mid_batch_writes_nothing_and_every_client_can_retry(
     http: httpx.Client, api: Api, stack_dir: Path
 ) -> None:
     port = quiz_ports(stack_dir)[0]
-    quiz = Quiz(api, 1, limit_s=LIMIT_S)
-    sid = quiz.open_session("live")["id"]
-    players = [api.guest() for _ in range(12)]
-    for p in players:
-        assert join(http, p, session_id=sid).status_code == 200
-    quiz.advance(sid)
+    quiz, sid, players = live_game(http, api, 12)
     qid, right = quiz.question_ids[0], quiz.answer_of(0)
 
     failed = asyncio.run(_kill_writes_mid_batch(port, players, sid, qid, right))
@@ -314,14 +309,7 @@ def test_postgres_failing_mid_batch_writes_nothing_and_every_client_can_retry(
         assert r.status_code == 503, r.text
         assert r.json()["status_code"] == 503 and r.headers.get("retry-after")
 
-    retried = [
-        httpx.post(
-            f"http://127.0.0.1:{port}/api/quiz/sessions/{sid}/answers",
-            headers=Api.auth(p),
-            json={"question_id": qid, "choice": right},
-        )
-        for p in players
-    ]
+    retried = [answer(http, p, sid, qid, right) for p in players]
     assert [r.status_code for r in retried] == [200] * len(players), [r.text for r in retried]
     res = http.get(f"/api/quiz/sessions/{sid}/results", headers=quiz.auth).json()
     by_user = {p["user_id"]: p for p in res["players"]}
