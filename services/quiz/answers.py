@@ -275,6 +275,8 @@ async def _place_on_board(conn: Any, redis: Redis, plans: list[_Plan]) -> set[uu
         placed = await ranking.write_scores(redis, writes)
     except Exception as e:
         log.warning("board write failed for %d session(s) (will rebuild): %s", len(writes), e)
+        missed = {p.answer.session_id for p in plans}
+        _dirty.update(missed)  # some of the writes may have been made
         ranks = await conn.fetch(
             _RANKS_IN_POSTGRES,
             [p.answer.session_id for p in plans],
@@ -283,7 +285,7 @@ async def _place_on_board(conn: Any, redis: Redis, plans: list[_Plan]) -> set[uu
         )
         for p, r in zip(plans, ranks, strict=True):
             p.rank, p.version = r["rank"], 0
-        return {p.answer.session_id for p in plans}
+        return missed
     seen: dict[str, int] = {}
     for p in plans:
         i = seen[p.session] = seen.get(p.session, -1) + 1
