@@ -226,6 +226,56 @@ def unit_cost_lines(result: dict) -> list[str]:
     return lines
 
 
+# Issue 16's CPU budget per accepted answer in the spike (ms, all processes of a kind).
+CPU_PER_ANSWER_TARGETS = {"quiz": 0.6, "postgres": 0.4, "kafka": 0.2}
+
+
+def cpu_per_answer(r: dict) -> dict[str, float]:
+    """CPU ms per accepted answer of each process kind (quiz-1 + quiz-2 = quiz, ...),
+    over the whole play (idle time between questions included: a process that burns
+    CPU while idle pays for it here)."""
+    wall = r.get("machine_load", {}).get("interval_s") or 0.0
+    answers = r.get("answers_accepted") or 0
+    out: dict[str, float] = {}
+    if not wall or not answers:
+        return out
+    for proc, pct in r.get("cpu_pct_of_one_core", {}).items():
+        kind = proc.rsplit("-", 1)[0] if proc[-1:].isdigit() else proc
+        out[kind] = out.get(kind, 0.0) + pct / 100.0 * wall * 1000.0 / answers
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def cpu_per_answer_lines(result: dict) -> list[str]:
+    """One row per process kind, one column per scenario: CPU ms per accepted answer."""
+    per = {name: cpu_per_answer(r) for name, r in result.get("scenarios", {}).items()}
+    kinds: list[str] = []
+    for costs in per.values():
+        kinds += [k for k in costs if k not in kinds]
+    budget = ", ".join(f"{k} <= {v} ms" for k, v in CPU_PER_ANSWER_TARGETS.items())
+    lines = [
+        "",
+        "## CPU per accepted answer, every process",
+        "",
+        "CPU ms of each kind of process during play divided by the answers accepted"
+        " (the outbox relay runs inside quiz; generator = the load generator). Spike"
+        f" budget (issue 16): {budget}.",
+        "",
+        "| process | " + " | ".join(per) + " |",
+        "|---|" + "---|" * len(per),
+    ]
+    for kind in kinds:
+        cells = []
+        for name, costs in per.items():
+            v = costs.get(kind)
+            cell = _f(v)
+            target = CPU_PER_ANSWER_TARGETS.get(kind)
+            if name == "spike" and target is not None and v is not None:
+                cell += " (met)" if v <= target else " (**missed**)"
+            cells.append(cell)
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict, der: dict[str, dict]) -> str:
     m = result["machine"]
     st = result.get("stack", {})
@@ -337,6 +387,7 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
         )
     lines += hop_lines(result, der)
     lines += unit_cost_lines(result)
+    lines += cpu_per_answer_lines(result)
     lines += [
         "",
         "## Machine load during play",

@@ -48,7 +48,7 @@ from services.common.metrics import observe_ms
 from services.common.ranking import ScoreWrite, now_ms
 from services.common.redis import get_redis
 from services.common.settings import get_settings
-from services.quiz.content import load_quiz, parse_id
+from services.quiz.content import QuizContent, load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, NotFound, QuizError, Unavailable
 from services.quiz.scoring import score_answer
 from services.quiz.sessions import GRACE_MS
@@ -188,9 +188,10 @@ async def score_batch(conn: Any, redis: Redis, answers: list[Answer]) -> list[Ou
     )
     outcomes: list[Outcome] = [Retry()] * len(answers)
     plans: list[_Plan] = []
+    quizzes: dict[Any, QuizContent] = {}  # by the row's quiz id (no str() per answer)
     for k, (a, row) in enumerate(zip(answers, rows, strict=True)):
         try:
-            checked = await _check(conn, k, a, row)
+            checked = await _check(conn, k, a, row, quizzes)
         except QuizError as e:
             outcomes[k] = e
             continue
@@ -205,7 +206,9 @@ async def score_batch(conn: Any, redis: Redis, answers: list[Answer]) -> list[Ou
     return outcomes
 
 
-async def _check(conn: Any, k: int, a: Answer, row: Any) -> bytes | _Plan:
+async def _check(
+    conn: Any, k: int, a: Answer, row: Any, quizzes: dict[Any, QuizContent]
+) -> bytes | _Plan:
     """The stored reply of a repeat, or the scored answer; raises NotFound (no such
     session), Forbidden (not joined), Conflict (not running, not the open question,
     not handed out, past the deadline)."""
@@ -215,8 +218,11 @@ async def _check(conn: Any, k: int, a: Answer, row: Any) -> bytes | _Plan:
         raise Forbidden("Join the session first")
     if row["reply"] is not None:
         return stored_reply(row["reply"])
-    quiz = await load_quiz(conn, row["quiz_id"])
-    assert quiz is not None
+    quiz = quizzes.get(row["quiz_id"])
+    if quiz is None:
+        quiz = await load_quiz(conn, row["quiz_id"])
+        assert quiz is not None
+        quizzes[row["quiz_id"]] = quiz
     index = quiz.index_of.get(a.data.question_id)
     if row["state"] != "running":
         raise Conflict("The session is not running")
@@ -269,6 +275,8 @@ async def _place_on_board(conn: Any, redis: Redis, plans: list[_Plan]) -> set[uu
         placed = await ranking.write_scores(redis, writes)
     except Exception as e:
         log.warning("board write failed for %d session(s) (will rebuild): %s", len(writes), e)
+        missed = {p.answer.session_id for p in plans}
+        _dirty.update(missed)  # some of the writes may have been made
         ranks = await conn.fetch(
             _RANKS_IN_POSTGRES,
             [p.answer.session_id for p in plans],
@@ -277,7 +285,7 @@ async def _place_on_board(conn: Any, redis: Redis, plans: list[_Plan]) -> set[uu
         )
         for p, r in zip(plans, ranks, strict=True):
             p.rank, p.version = r["rank"], 0
-        return {p.answer.session_id for p in plans}
+        return missed
     seen: dict[str, int] = {}
     for p in plans:
         i = seen[p.session] = seen.get(p.session, -1) + 1

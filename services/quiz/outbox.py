@@ -24,8 +24,12 @@ across processes: a record another process had already handed to its producer wh
 Kafka went away is delivered when Kafka returns, possibly before older rows. The
 leaderboard consumer does not depend on order (it reads totals from the board).
 
-At-least-once remains in two cases: a process dying between Kafka's acknowledgement
-and the COMMIT, and PostgreSQL failing that COMMIT. ``answer_id`` identifies a
+At-least-once remains in three cases: a process dying between Kafka's acknowledgement
+and the COMMIT, PostgreSQL failing that COMMIT, and a producer that aiokafka leaves
+unusable after an outage (a batch that expired while the partition had no leader
+leaves a gap in the sequence numbers: ``OutOfOrderSequenceNumber`` for good), which
+the relay replaces with a new one; records of the batch in flight may then arrive
+twice. ``answer_id`` identifies a
 repeat; the leaderboard consumer is unaffected by one (it republishes snapshots).
 """
 
@@ -38,7 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, ProducerFenced
 
 from contracts.events import decode_score_change
 from services.common import db
@@ -193,6 +197,20 @@ class OutboxRelay:
                     await self.sweep(min_age_s=SWEEP_MIN_AGE_S)
             except asyncio.CancelledError:
                 raise
+            except (OutOfOrderSequenceNumber, ProducerFenced) as e:
+                # Fatal for this producer (its sender task ended): a batch that expired
+                # while Kafka had no leader left a gap in its sequence numbers, which
+                # the broker refuses forever. A new producer (new producer id) sends
+                # the rolled-back rows again; some may be delivered twice (the
+                # consumer tolerates a repeated answer_id).
+                log.warning("outbox relay: producer unusable (%r); starting a new one", e)
+                self.catching_up = True
+                self._forget_pending()
+                try:
+                    await asyncio.wait_for(self.producer.stop(), 5)
+                except Exception:
+                    pass
+                await self._start_producer()
             except KafkaError as e:
                 # Raised before a record was handed over (e.g. no topic metadata while
                 # Kafka is away): the rolled-back rows are simply sent later.

@@ -8,11 +8,16 @@ otherwise the sizes fit ``./dev test`` (a few seconds each).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncpg
 
 from tests.chaos import faults
 from tests.chaos.game import Game, Plan
@@ -357,6 +362,75 @@ async def duplicate_answers(ctx: Ctx) -> Result:
     )
 
 
+# --------------------------------------------------------------------------- 6
+
+
+async def _postgres_durable(ctx: Ctx, durable: bool) -> str:
+    """Restart the stack's PostgreSQL (fast shutdown) with fsync and synchronous commit
+    on (``durable``, as ``./dev up`` and the bench run it) or with the test stack's
+    settings; returns what it now runs with."""
+    # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for the pooled clients).
+    os.killpg(faults.processes(ctx.stack_dir)["postgres"], signal.SIGINT)
+    port = json.loads((ctx.stack_dir / "stack.json").read_text())["layout"]["pg_port"]
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    await until(lambda: not listening(), 30)
+    if durable:
+        os.environ["QUIZ_PG_DURABLE"] = "1"
+    try:
+        await faults.restart(ctx.stack_dir, "postgres")
+    finally:
+        os.environ.pop("QUIZ_PG_DURABLE", None)
+    conn = await asyncpg.connect(ctx.database_url)
+    try:
+        names = ("fsync", "synchronous_commit", "full_page_writes")
+        return " ".join([f"{n}={await conn.fetchval(f'SHOW {n}')}" for n in names])
+    finally:
+        await conn.close()
+
+
+async def postgres_sigkill(ctx: Ctx) -> Result:
+    """PostgreSQL is SIGKILLed in the middle of a burst of answers on a durable
+    PostgreSQL, then restarted: every answer a client saw accepted is stored, once."""
+    players, questions = (20, 40) if ctx.full else (8, 25)
+    plan = Plan(players=players, questions=questions, think_s=(0.0, 0.05))
+    total = players * questions
+    settings = await _postgres_durable(ctx, durable=True)
+
+    async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
+        tl = Timeline()
+        tl.notes.append(f"postgres with {settings}")
+        await until(lambda: game.accepted_count() >= total * 0.3, 60)
+        faults.sigkill(ctx.stack_dir, "postgres")
+        tl.faulted = time.monotonic()
+        before = game.accepted_count()
+        tl.notes.append(f"killed after {before} of {total} answers accepted")
+        await asyncio.sleep(5 if ctx.full else 2)
+        took = await faults.restart(ctx.stack_dir, "postgres")
+        tl.healed = time.monotonic()
+        tl.notes.append(f"restart (crash recovery) took {took:.1f}s")
+        await asyncio.wait_for(asyncio.shield(play), 240)  # the burst runs to its end
+        return tl
+
+    try:
+        result = await run_scenario(
+            ctx,
+            "PostgreSQL SIGKILL mid-burst (durable)",
+            "SIGKILL postgres (fsync, synchronous commit on) at 30 % of a burst, restart it",
+            plan,
+            fault,
+            max_answers=questions,
+        )
+    finally:
+        await _postgres_durable(ctx, durable=False)
+    if "synchronous_commit=on" not in settings or "fsync=on" not in settings:
+        result.verdict.problems.append(f"postgres was not durable: {settings}")
+    return result
+
+
 ALL = {
     "consumer_sigkill": consumer_sigkill,
     "kafka_outage": kafka_outage,
@@ -364,4 +438,5 @@ ALL = {
     "redis_flush": redis_flush,
     "quiz_and_sio_kill": quiz_and_sio_kill,
     "duplicate_answers": duplicate_answers,
+    "postgres_sigkill": postgres_sigkill,
 }
