@@ -22,6 +22,7 @@ from services.common import db, ranking
 from services.common.auth import Caller
 from services.common.redis import get_redis
 from services.common.settings import get_settings
+from services.quiz import held
 from services.quiz.content import load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, NotFound
 from services.quiz.scoring import score_answer
@@ -174,11 +175,16 @@ async def _score(
         if await conn.fetchval("SELECT 1 FROM quiz_session WHERE id = $1", sid):
             raise Forbidden("Join the session first")
         raise NotFound("No such session")
-    if row["reply"] is not None:
+    hold = row["mode"] == "live" and await held.holds(conn, sid)
+    if row["reply"] is not None and not hold:
         return Accepted(stored_reply(row["reply"]), None)
     quiz = await load_quiz(conn, row["quiz_id"])
     assert quiz is not None
     index = quiz.index_of.get(data.question_id)
+    # Held results: while the question is open, replies (repeats too) are held.
+    holding = hold and index is not None and held.is_open(row, index, now, GRACE_MS)
+    if row["reply"] is not None:
+        return Accepted(_as_held(stored_reply(row["reply"]), holding), None)
     if row["state"] != "running":
         raise Conflict("The session is not running")
     if index is None:
@@ -194,7 +200,7 @@ async def _score(
             data.question_id,
         )
         if reply is not None:
-            return Accepted(stored_reply(reply), None)
+            return Accepted(_as_held(stored_reply(reply), holding), None)
         raise Conflict("That question is closed")
     q = quiz.questions[index]
     if row["mode"] == "live":
@@ -220,7 +226,15 @@ async def _score(
     board_missed = False
     version = 0  # the board version this answer produced; 0 when the board is unchanged
     try:
-        known = None if points > 0 else await ranking.read_rank(redis, session_id, caller.user_id)
+        # Held results: the board stands still until the question closes; the stored
+        # reply (returned once it closed) takes its rank from PostgreSQL.
+        known = (
+            (await conn.fetchval(_RANK_IN_POSTGRES, sid, total, reached), 0, 0)
+            if holding
+            else None
+            if points > 0
+            else await ranking.read_rank(redis, session_id, caller.user_id)
+        )
         if known is None:
             board.written = True
             rank, _, version = await ranking.write_score(
@@ -279,4 +293,8 @@ async def _score(
         event,
         board_missed,
     )
-    return Accepted(body, outbox_id)
+    return Accepted(_as_held(body, holding), outbox_id)
+
+
+def _as_held(body: bytes, holding: bool) -> bytes:
+    return held.held_reply(body) if holding else body
