@@ -151,6 +151,9 @@ class QuizDetail(Struct):
 class SessionIn(_In):
     quiz_id: Id
     mode: Mode = "live"
+    # Live only: hold each player's result (reply and board) until the question
+    # closes, so throwaway accounts cannot learn the answer while it is open.
+    hold_results: bool = False
 
 
 class SessionCreated(Struct):
@@ -159,6 +162,7 @@ class SessionCreated(Struct):
     mode: Mode
     state: State
     quiz_id: str = ""
+    hold_results: bool = False
 
 
 class JoinIn(_In):
@@ -211,6 +215,9 @@ class AnswerResult(Struct):
     # the write missed Redis). The first `leaderboard` event with a version at least
     # this one reflects the answer: load tests time answer -> leaderboard with it.
     version: int = 0
+    # A session with hold_results, question still open: correct/points/rank are
+    # withheld (false/0/0, score as before) until `question_closed`.
+    held: bool = False
 
 
 class AnswerRecord(Struct):

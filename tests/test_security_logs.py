@@ -83,10 +83,15 @@ async def _probe(g: Game, stack_dir: Path, base_url: str) -> None:
     )
     client = socketio.AsyncClient(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
-        await client.connect(base_url, auth={"token": es256}, transports=["websocket"])
+        await client.connect(
+            base_url, auth={"token": es256}, transports=["websocket"], wait_timeout=10
+        )
     client = socketio.AsyncClient(reconnection=False)
     await client.connect(
-        base_url, auth={"token": p.tokens["access_token"]}, transports=["websocket"]
+        base_url,
+        auth={"token": p.tokens["access_token"]},
+        transports=["websocket"],
+        wait_timeout=10,
     )
     try:
         got: asyncio.Future = asyncio.get_running_loop().create_future()

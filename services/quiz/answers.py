@@ -48,6 +48,7 @@ from services.common.metrics import observe_ms
 from services.common.ranking import ScoreWrite, now_ms
 from services.common.redis import get_redis
 from services.common.settings import get_settings
+from services.quiz import held
 from services.quiz.content import QuizContent, load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, NotFound, QuizError, Unavailable
 from services.quiz.scoring import score_answer
@@ -67,7 +68,7 @@ _READ = """
 SELECT s.id IS NOT NULL AS found, sp.user_id IS NOT NULL AS joined,
        sp.score, sp.streak, sp.last_index, sp.nickname, sp.reached_ms,
        s.state, s.mode, s.current_index, s.question_opened_ms, s.deadline_ms, s.quiz_id,
-       s.created_ms, h.handed_ms, a.reply::text AS reply
+       s.created_ms, s.hold_results, h.handed_ms, a.reply::text AS reply
 FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY AS i(sid, uid, qid, n)
 LEFT JOIN quiz_session s ON s.id = i.sid
 LEFT JOIN session_player sp ON sp.session_id = i.sid AND sp.user_id = i.uid
@@ -164,6 +165,7 @@ class _Plan(msgspec.Struct, kw_only=True):
     reached: int
     nickname: str
     seen_last: int
+    holding: bool = False  # held results: the question is open, the reply is held
     rank: int = 0
     version: int = 0
     answer_id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
@@ -216,7 +218,8 @@ async def _check(
         raise NotFound("No such session")
     if not row["joined"]:
         raise Forbidden("Join the session first")
-    if row["reply"] is not None:
+    hold = row["mode"] == "live" and bool(row["hold_results"])
+    if row["reply"] is not None and not hold:
         return stored_reply(row["reply"])
     quiz = quizzes.get(row["quiz_id"])
     if quiz is None:
@@ -224,6 +227,11 @@ async def _check(
         assert quiz is not None
         quizzes[row["quiz_id"]] = quiz
     index = quiz.index_of.get(a.data.question_id)
+    # Held results: while the question is open, replies (repeats too) are held.
+    holding = hold and index is not None and held.is_open(row, index, a.now, GRACE_MS)
+    if row["reply"] is not None:
+        body = stored_reply(row["reply"])
+        return held.held_reply(body) if holding else body
     if row["state"] != "running":
         raise Conflict("The session is not running")
     if index is None:
@@ -260,12 +268,21 @@ async def _check(
         reached=a.now - row["created_ms"] if points > 0 else row["reached_ms"],
         nickname=row["nickname"],
         seen_last=row["last_index"],
+        holding=holding,
     )
 
 
 async def _place_on_board(conn: Any, redis: Redis, plans: list[_Plan]) -> set[uuid.UUID]:
     """Write the batch's totals to the board first, so the replies carry rank and
     version; returns the sessions whose board missed the write (Redis down)."""
+    held_plans = [p for p in plans if p.holding]
+    if held_plans:
+        # Held results: the board stands still until the question closes; the stored
+        # reply (returned once it closed) takes its rank from PostgreSQL.
+        await _rank_in_postgres(conn, held_plans)
+        plans = [p for p in plans if not p.holding]
+        if not plans:
+            return set()
     writes: dict[str, list[ScoreWrite]] = {}
     for p in plans:
         writes.setdefault(p.session, []).append(
@@ -277,14 +294,7 @@ async def _place_on_board(conn: Any, redis: Redis, plans: list[_Plan]) -> set[uu
         log.warning("board write failed for %d session(s) (will rebuild): %s", len(writes), e)
         missed = {p.answer.session_id for p in plans}
         _dirty.update(missed)  # some of the writes may have been made
-        ranks = await conn.fetch(
-            _RANKS_IN_POSTGRES,
-            [p.answer.session_id for p in plans],
-            [p.total for p in plans],
-            [p.reached for p in plans],
-        )
-        for p, r in zip(plans, ranks, strict=True):
-            p.rank, p.version = r["rank"], 0
+        await _rank_in_postgres(conn, plans)
         return missed
     seen: dict[str, int] = {}
     for p in plans:
@@ -292,6 +302,18 @@ async def _place_on_board(conn: Any, redis: Redis, plans: list[_Plan]) -> set[uu
         got = placed[p.session][i]
         p.rank, p.version = got.rank, got.version
     return set()
+
+
+async def _rank_in_postgres(conn: Any, plans: list[_Plan]) -> None:
+    """Ranks from PostgreSQL's totals (Redis down, or results held); no board version."""
+    ranks = await conn.fetch(
+        _RANKS_IN_POSTGRES,
+        [p.answer.session_id for p in plans],
+        [p.total for p in plans],
+        [p.reached for p in plans],
+    )
+    for p, r in zip(plans, ranks, strict=True):
+        p.rank, p.version = r["rank"], 0
 
 
 def _reply_and_event(p: _Plan) -> tuple[bytes, bytes]:
@@ -361,7 +383,7 @@ async def _write(conn: Any, redis: Redis, plans: list[_Plan], outcomes: list[Out
     written = set(row["written"])
     for p, (body, _) in zip(plans, built, strict=True):
         if p.answer_id in written:
-            outcomes[p.k] = body
+            outcomes[p.k] = held.held_reply(body) if p.holding else body
             observe_ms("arrive_commit", p.answer.now, committed)
         elif p.version:
             _dirty.add(p.answer.session_id)  # the board got a total that lost the race

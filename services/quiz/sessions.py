@@ -38,6 +38,7 @@ from services.common.auth import Caller
 from services.common.ranking import now_ms
 from services.common.redis import board_key, board_version_key, get_redis, session_key
 from services.common.rooms import get_emitter
+from services.quiz import held
 from services.quiz.content import QuizContent, load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, Invalid, NotFound
 from services.quiz.join_codes import insert_session
@@ -206,12 +207,23 @@ async def create_session(
     if quiz.owner_id != caller.user_id:
         raise Forbidden("Only the quiz's host may open a session of it")
     state: State = "lobby" if data.mode == "live" else "running"
+    if data.hold_results and data.mode != "live":
+        raise Invalid("Only live sessions can hold results", field="hold_results")
     sid, code = await insert_session(
         conn, uuid.UUID(quiz.id), uuid.UUID(caller.user_id), data.mode, state, now_ms()
     )
+    if data.hold_results:
+        await conn.execute("UPDATE quiz_session SET hold_results = true WHERE id = $1", sid)
     row = await conn.fetchrow(f"SELECT {SESSION_COLUMNS} FROM quiz_session WHERE id = $1", sid)
     await cache_session(redis, row, quiz)
-    return SessionCreated(id=str(sid), code=code, mode=data.mode, state=state, quiz_id=quiz.id)
+    return SessionCreated(
+        id=str(sid),
+        code=code,
+        mode=data.mode,
+        state=state,
+        quiz_id=quiz.id,
+        hold_results=data.hold_results,
+    )
 
 
 # --------------------------------------------------------------------------- joining
@@ -376,6 +388,7 @@ async def advance(conn: Any, redis: Redis, caller: Caller, session_id: str) -> A
     await cache_session(redis, row, quiz)
     if closed is not None:
         await emit("question_closed", closed, session_id)
+        await held.release(conn, redis, sid, emit)
     if row["state"] == "running":
         await emit(
             "question", question_event(session_id, quiz, nxt, row["deadline_ms"], now), session_id
@@ -423,6 +436,7 @@ async def close_due_questions(conn: Any, redis: Redis) -> int:
             continue
         closed = await _distribution(conn, row["id"], quiz, row["current_index"])
         await emit("question_closed", closed, str(row["id"]))
+        await held.release(conn, redis, row["id"], emit)
         await cache_session(redis, row, quiz)
     return len(rows)
 

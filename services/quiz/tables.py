@@ -42,6 +42,7 @@ class QuizSession(Table, tablename="quiz_session"):
     standing = Boolean(default=False)  # the public quiz's standing self-paced session
     board_dirty = Boolean(default=False)  # Redis missed a write: rebuild the board
     closed_index = Integer(default=-1)  # live: last question whose question_closed was sent
+    hold_results = Boolean(default=False)  # live: results held until the question closes
 
 
 class SessionPlayer(Table, tablename="session_player"):

@@ -180,7 +180,8 @@ async function openSession(quiz, button) {
   setError(dash, "");
   button.disabled = true;
   try {
-    const s = await api.post("/api/quiz/sessions", { quiz_id: quiz.id, mode: "live" });
+    const hold = $("#h-hold")?.checked === true;
+    const s = await api.post("/api/quiz/sessions", { quiz_id: quiz.id, mode: "live", hold_results: hold });
     const session = { ...s, quiz_id: quiz.id, title: quiz.title, question_count: quiz.question_count };
     save(SESSION_KEY, session);
     enterSession(session);

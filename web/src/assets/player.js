@@ -390,7 +390,7 @@ async function choose(i) {
     const record = { choice: i, result };
     rememberAnswer(q.question_id, record);
     showAnswered(record);
-    updateMe({ rank: result.rank, score: result.score });
+    if (!result.held) updateMe({ rank: result.rank, score: result.score });
     refreshMe();
   } catch (err) {
     if (current !== game) return;
@@ -423,6 +423,11 @@ function showAnswered({ choice, result }) {
     b.setAttribute("aria-pressed", String(j === choice));
     b.classList.toggle("chosen", j === choice);
   });
+  if (result.held) {
+    // The session holds results until the question closes (hold_results).
+    setFeedback("wait", ["Answer locked in.", "Results when the question closes…"]);
+    return;
+  }
   buttons[choice]?.classList.add(result.correct ? "right" : "wrong");
   const lines = [
     result.correct ? `Correct! +${fmt(result.points)} points` : "Wrong answer: 0 points",
@@ -453,12 +458,35 @@ function onQuestionClosed(ev) {
     b.setAttribute("aria-label", `${q.choices[j]}${j === ev.answer ? " (right answer)" : ""}, ${plural(n, "answer")}`);
   });
   const record = storedAnswers()[answerKey(q.question_id)];
+  if (record?.result.held) revealHeld(q, record, ev);
+  else showClosed(q, record, ev);
+}
+
+function showClosed(q, record, ev) {
   const lines = [`Right answer: ${q.choices[ev.answer] ?? "?"}`];
-  if (record) {
+  const correct = record ? (record.result.held ? record.choice === ev.answer : record.result.correct) : false;
+  if (record?.result.held) lines.unshift(correct ? "Correct!" : "Wrong answer: 0 points");
+  else if (record) {
     const r = record.result;
     lines.unshift(r.correct ? `Correct! +${fmt(r.points)} points` : "Wrong answer: 0 points");
   } else lines.unshift("No answer in time.");
-  setFeedback(record?.result.correct ? "right" : record ? "wrong" : "late", lines);
+  setFeedback(correct ? "right" : record ? "wrong" : "late", lines);
+}
+
+/** A held result: the same answer again (a repeat, never scored twice) now returns the full reply. */
+async function revealHeld(q, record, ev) {
+  showClosed(q, record, ev);
+  const current = game;
+  try {
+    const result = await sendAnswer(q.question_id, record.choice);
+    if (current !== game || result.held) return;
+    record.result = result;
+    rememberAnswer(q.question_id, record);
+    updateMe({ rank: result.rank, score: result.score });
+    showClosed(q, record, ev);
+  } catch {
+    // The board's next `leaderboard` event still shows the score.
+  }
 }
 
 function showNextButton(label = "Next question") {
