@@ -14,21 +14,33 @@ recipient (each checking the ping clock and logging before it queues). Here:
   and pings on the same queue. A socket that closed or is closing is skipped;
   engine.io's service task still times out sockets that stopped answering pings.
 
+Each socket's send loop (``poll``, engine.io's, shared by the websocket writer and
+long-polling GETs) is replaced on that socket with ``bounded_poll``: the same loop
+with a timeout that starts no task per wait, returning at most
+``MAX_PACKETS_PER_POLL`` packets at a time (python-engineio's own client refuses a
+long-polling payload of more than 16 packets, which a burst of room events queued
+between two polls would otherwise make).
+
 Emits with callbacks or binary data take the stock path (none exist here).
 Clients see standard socket.io.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+import types
 from typing import Any
 
 import socketio
+from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 from socketio.packet import Packet
 
 from services.common import metrics
+
+MAX_PACKETS_PER_POLL = 16  # python-engineio's Payload.max_decode_packets
 
 DELIVERIES = metrics.Counter(
     "quizrt_sio_deliveries_total", "Room event packets queued on local sockets", ["event"]
@@ -45,6 +57,12 @@ class LeanRedisManager(socketio.AsyncRedisManager):
         # Sockets whose room events wait (sid -> [(room, packet)]) while a join is
         # being authorized: see ``hold``.
         self._held: dict[str, list[tuple[Any, eio_packet.Packet]]] = {}
+
+    async def pre_connect(self, eio_sid: str, namespace: str) -> Any:
+        s = self.server.eio.sockets.get(eio_sid)
+        if s is not None:
+            s.poll = types.MethodType(bounded_poll, s)
+        return await super().pre_connect(eio_sid, namespace)
 
     def hold(self, sid: str) -> None:
         """Keep this socket's room events back (in order) until ``release``.
@@ -158,3 +176,28 @@ def _observe_emit_deliver(args: list) -> None:
         emitted = trace.get("emitted_ms")
         if isinstance(emitted, int) and emitted > 0:
             metrics.observe_ms("emit_deliver", emitted, time.time_ns() // 1_000_000)
+
+
+async def bounded_poll(self: Any) -> list:
+    """engine.io's ``AsyncSocket.poll`` with ``asyncio.timeout`` (no task per wait) and at
+    most ``MAX_PACKETS_PER_POLL`` packets per call (the rest stays queued, in order)."""
+    try:
+        async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+            first = await self.queue.get()
+    except (TimeoutError, asyncio.CancelledError):
+        raise eio_exceptions.QueueEmpty() from None
+    self.queue.task_done()
+    if first is None:
+        return []
+    packets = [first]
+    while len(packets) < MAX_PACKETS_PER_POLL:
+        try:
+            pkt = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+        self.queue.task_done()
+        if pkt is None:
+            self.queue.put_nowait(None)
+            break
+        packets.append(pkt)
+    return packets
