@@ -857,7 +857,7 @@ def granian(app: str, port: int, websockets: bool = False) -> list[str]:
 
 def uvicorn(app: str, port: int) -> list[str]:
     """The socket tier on uvicorn: the sans-io websockets implementation, no
-    per-message deflate (it compresses once per recipient), uvloop + httptools."""
+    per-message deflate (it compresses once per recipient), uvloop."""
     return [
         str(VENV_BIN / "uvicorn"),
         "--host",
@@ -867,7 +867,7 @@ def uvicorn(app: str, port: int) -> list[str]:
         "--loop",
         "uvloop",
         "--http",
-        "httptools",
+        "h11",  # httptools is not among the project's packages
         "--ws",
         "websockets-sansio",
         "--ws-per-message-deflate",

@@ -24,9 +24,9 @@ import socketio
 
 from contracts import ErrorAck, JoinAck, JoinRoom, LeaveRoom, RoomLeaderboard, to_payload
 from realtime_sio import expiry, jsonmsg
-from realtime_sio.fanout import LeanRedisManager
+from realtime_sio.fanout import lean_manager
 from realtime_sio.limits import ConnectionCap, EventRateLimit
-from realtime_sio.session_view import read_join, session_view
+from realtime_sio.session_view import JoinReads, session_view
 from services.common import db, metrics
 from services.common.auth import AuthError, Caller, verifier
 from services.common.logs import setup_logging
@@ -41,7 +41,7 @@ setup_logging()
 log = logging.getLogger("quizrt.sio")
 settings = get_settings()
 
-manager = LeanRedisManager(settings.redis_url, channel=settings.sio_channel, json=jsonmsg)
+manager = lean_manager(json=jsonmsg)
 sio = socketio.AsyncServer(
     async_mode="asgi",
     client_manager=manager,
@@ -53,6 +53,7 @@ sio = socketio.AsyncServer(
     max_http_buffer_size=64 * 1024,
 )
 connections = ConnectionCap(settings.sio_max_connections)
+join_reads = JoinReads()
 rate_limit = EventRateLimit(settings.sio_events_per_second)
 
 Handler = Callable[..., Awaitable[dict[str, Any]]]
@@ -148,7 +149,7 @@ async def join(sid: str, *args: Any) -> dict[str, Any]:
     admitted = False
     try:
         await sio.enter_room(sid, room)
-        got = await read_join(redis, msg.session_id, caller.user_id)  # one round trip
+        got = await join_reads.read(redis, msg.session_id, caller.user_id)  # one round trip
         role = got.role or await role_from_postgres(msg.session_id, caller.user_id)
         snap = got.snapshot or await board.top(redis, msg.session_id)
         view = got.view or await session_view(redis, msg.session_id)

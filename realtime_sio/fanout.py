@@ -14,37 +14,61 @@ recipient (each checking the ping clock and logging before it queues). Here:
   and pings on the same queue. A socket that closed or is closing is skipped;
   engine.io's service task still times out sockets that stopped answering pings.
 
+Each socket's send loop (``poll``, engine.io's, shared by the websocket writer and
+long-polling GETs) is replaced on that socket with ``bounded_poll``: the same loop
+with a timeout that starts no task per wait, returning at most
+``MAX_PACKETS_PER_POLL`` packets at a time (python-engineio's own client refuses a
+long-polling payload of more than 16 packets, which a burst of room events queued
+between two polls would otherwise make).
+
 Emits with callbacks or binary data take the stock path (none exist here).
 Clients see standard socket.io.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+import types
 from typing import Any
 
 import socketio
+from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 from socketio.packet import Packet
 
 from services.common import metrics
+from services.common.redis import is_cluster
+from services.common.redis_cluster import ShardedRedisManager
+from services.common.settings import get_settings
+
+MAX_PACKETS_PER_POLL = 16  # python-engineio's Payload.max_decode_packets
 
 DELIVERIES = metrics.Counter(
     "quizrt_sio_deliveries_total", "Room event packets queued on local sockets", ["event"]
 )
 
 
-class LeanRedisManager(socketio.AsyncRedisManager):
-    """``AsyncRedisManager`` with publish-first emits and a task-free local delivery."""
+class LeanManager(socketio.AsyncRedisManager):
+    """Publish-first emits and a task-free local delivery, over any Redis manager.
 
-    name = "lean-redis"
+    Used as the first base of a class that names the transport (``LeanRedisManager``
+    on one Redis, ``LeanShardedManager`` on a Redis Cluster's sharded channel):
+    only ``emit``, ``_handle_emit`` and the local delivery are changed here.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # Sockets whose room events wait (sid -> [(room, packet)]) while a join is
         # being authorized: see ``hold``.
         self._held: dict[str, list[tuple[Any, eio_packet.Packet]]] = {}
+
+    async def pre_connect(self, eio_sid: str, namespace: str) -> Any:
+        s = self.server.eio.sockets.get(eio_sid)
+        if s is not None:
+            s.poll = types.MethodType(bounded_poll, s)
+        return await super().pre_connect(eio_sid, namespace)
 
     def hold(self, sid: str) -> None:
         """Keep this socket's room events back (in order) until ``release``.
@@ -158,3 +182,54 @@ def _observe_emit_deliver(args: list) -> None:
         emitted = trace.get("emitted_ms")
         if isinstance(emitted, int) and emitted > 0:
             metrics.observe_ms("emit_deliver", emitted, time.time_ns() // 1_000_000)
+
+
+async def bounded_poll(self: Any) -> list:
+    """engine.io's ``AsyncSocket.poll`` without a task per wait (long-polling: timed with
+    ``asyncio.timeout``; websocket: untimed, see below) and at most
+    ``MAX_PACKETS_PER_POLL`` packets per call (the rest stays queued, in order)."""
+    try:
+        if self.upgraded:
+            # The websocket writer: its reader times the socket out and queues None,
+            # so no timer per wait (re-arming one per delivery cost a fifth of the
+            # process in the stadium's profile).
+            first = await self.queue.get()
+        else:
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                first = await self.queue.get()
+    except (TimeoutError, asyncio.CancelledError):
+        raise eio_exceptions.QueueEmpty() from None
+    self.queue.task_done()
+    if first is None:
+        return []
+    packets = [first]
+    while len(packets) < MAX_PACKETS_PER_POLL:
+        try:
+            pkt = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+        self.queue.task_done()
+        if pkt is None:
+            self.queue.put_nowait(None)
+            break
+        packets.append(pkt)
+    return packets
+
+
+class LeanRedisManager(LeanManager):
+    """The lean fan-out on one Redis (or Sentinel): ``AsyncRedisManager``'s channel."""
+
+    name = "lean-redis"
+
+
+class LeanShardedManager(LeanManager, ShardedRedisManager):
+    """The lean fan-out on a Redis Cluster: the sharded pub/sub channel."""
+
+    name = "lean-redis-cluster"
+
+
+def lean_manager(**kwargs: Any) -> LeanManager:
+    """The socket.io tier's client manager on this stack's Redis and channel."""
+    s = get_settings()
+    cls = LeanShardedManager if is_cluster() else LeanRedisManager
+    return cls(s.redis_url, channel=s.sio_channel, **kwargs)

@@ -7,6 +7,8 @@ the session. The answer key is never read.
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from redis.asyncio import Redis
 
@@ -78,16 +80,59 @@ return {host, member, view, snapshot(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]
 )
 
 
-async def read_join(redis: Redis, session_id: str, user_id: str, limit: int = 10) -> JoinRead:
-    """Role, snapshot and view of a join in one Redis round trip (EVAL: no SCRIPT EXISTS)."""
-    host, member, cached, snap = await redis.eval(  # type: ignore[misc]
-        _JOIN_LUA, 4, *snapshot_keys(session_id), session_key(session_id), limit, user_id
-    )
-    return JoinRead(
-        role=role_from_redis(host, member, user_id),
-        snapshot=parse_snapshot(session_id, snap),
-        view=_view_from_cache(cached, now_ms()),
-    )
+class JoinReads:
+    """Role, snapshot and view of each join in one Redis round trip, shared by the
+    joins that arrive together: the reads asked for in one pass of the event loop go
+    out as one pipeline (at most ``BATCH`` each). A join storm then costs a few
+    round trips and connections instead of one of each per socket, and no join waits
+    for a free pooled connection behind hundreds of others.
+    """
+
+    BATCH = 256
+
+    def __init__(self, limit: int = 10):
+        self.limit = limit
+        self.redis: Redis | None = None
+        self._queued: list[tuple[str, str, asyncio.Future[list]]] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def read(self, redis: Redis, session_id: str, user_id: str) -> JoinRead:
+        self.redis = redis
+        fut: asyncio.Future[list] = asyncio.get_running_loop().create_future()
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._queued.append((session_id, user_id, fut))
+        host, member, cached, snap = await fut
+        return JoinRead(
+            role=role_from_redis(host, member, user_id),
+            snapshot=parse_snapshot(session_id, snap),
+            view=_view_from_cache(cached, now_ms()),
+        )
+
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        for i in range(0, len(queued), self.BATCH):
+            task = asyncio.create_task(self._run(queued[i : i + self.BATCH]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[str, str, asyncio.Future[list]]]) -> None:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        for session_id, user_id, _ in batch:
+            keys = [*snapshot_keys(session_id), session_key(session_id)]
+            pipe.eval(_JOIN_LUA, 4, *keys, self.limit, user_id)  # EVAL: no SCRIPT EXISTS
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as e:
+            results = [e] * len(batch)
+        for (_, _, fut), res in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(res, Exception):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
 
 
 async def _session_view_from_postgres(session_id: str, now: int) -> SessionView | None:

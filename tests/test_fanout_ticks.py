@@ -26,6 +26,7 @@ class Boards:
         self.sent: list[tuple[float, LeaderboardSnapshot, HopTrace | None]] = []
         self.slow: dict[str, float] = {}
         self.fail_next: set[str] = set()
+        self.reads = 0
 
     def change(self, sid: str, top: list[tuple[str, int]], players: int = 20) -> None:
         old = self.state.get(sid)
@@ -40,6 +41,7 @@ class Boards:
         )
 
     async def read(self, sid: str) -> LeaderboardSnapshot | None:
+        self.reads += 1
         return self.state.get(sid)
 
     async def send(self, snap: LeaderboardSnapshot, trace: HopTrace | None) -> None:
@@ -122,6 +124,7 @@ async def test_a_held_snapshot_goes_out_within_hold_s_while_answers_keep_coming(
         await asyncio.sleep(0.01)
     sent_during = len(b.versions("s")) - 1
     assert 1 <= sent_during <= 4, sent_during
+    assert b.reads <= 0.6 / TICK + 3, f"{b.reads} reads for {n} changes: one per tick at most"
     await settle(t)
     assert b.versions("s")[-1] == b.state["s"].version
     await t.stop()

@@ -6,6 +6,7 @@ reads role, snapshot and session view in one round trip)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlparse
@@ -19,7 +20,8 @@ from tests.support.game import Board, open_board
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-SOCKETS = 300
+# The issue's full size is 2,000 within 2 s: QUIZRT_JOIN_STORM_SOCKETS=2000 ./dev test ...
+SOCKETS = int(os.environ.get("QUIZRT_JOIN_STORM_SOCKETS", "300"))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ async def guests(base_url: str, n: int) -> list[dict]:
     return out
 
 
-async def test_three_hundred_sockets_joining_at_once_all_ack_ok(base_url, api, board):
+async def test_a_storm_of_sockets_joining_at_once_all_ack_ok(base_url, api, board):
     players = await guests(base_url, SOCKETS)
     s = await board.session(api.host(), players)
     u = urlparse(base_url)

@@ -49,6 +49,7 @@ class _Session:
     sent_version: int = 0
     sent_entries: list | None = None
     sent_at: float = float("-inf")
+    read_at: float = float("-inf")
     held_since: float | None = None
     task: asyncio.Task | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -133,7 +134,9 @@ class SessionTicks:
     async def _run(self, sid: str, st: _Session) -> None:
         backoff = BACKOFF_MIN_S
         while True:
-            wait = st.sent_at + self.tick() - self.clock()
+            # At most one broadcast per (stretched) tick and one read per tick, also
+            # while a snapshot is held.
+            wait = max(st.sent_at + self.tick(), st.read_at + self.tick_s) - self.clock()
             if wait > 0:
                 await asyncio.sleep(wait)
             if not st.dirty:
@@ -147,6 +150,7 @@ class SessionTicks:
                     continue
             seq, trace = st.seq, st.trace
             st.dirty = False
+            st.read_at = self.clock()
             try:
                 snap = await self.read(sid)
                 if snap is None or snap.version <= st.sent_version:
