@@ -39,8 +39,8 @@ from services.iam.gateway import (
     Route,
 )
 from services.iam.keys import KeyRing, load_from_dir
-from tests.support.tokens import claims, hostile_tokens, keyring, sign
 from tests.conftest import Api
+from tests.support.tokens import claims, hostile_tokens, keyring, sign
 from tests.test_gateway import own_nginx
 
 # --------------------------------------------------------------------------- the table

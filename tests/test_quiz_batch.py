@@ -26,7 +26,9 @@ from services.quiz.answers import Answer, Outcome, score_batch
 from services.quiz.errors import QuizError
 from services.quiz.sessions import GRACE_MS
 from tests.conftest import Api
-from tests.test_quiz_support import Quiz, answer, join, wait_until
+from tests.support.api import answer, join
+from tests.support.game import Quiz
+from tests.support.stack import wait_until
 
 pytestmark = pytest.mark.stack
 
