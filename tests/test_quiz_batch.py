@@ -40,7 +40,7 @@ def caller(player: dict) -> Caller:
     return Caller(user_id=u["id"], role="player", nickname=u.get("nickname") or "player")
 
 
-def comparable(outcome: Outcome) -> tuple[str, object]:
+def comparable(outcome: Outcome) -> tuple[str, bytes | str]:
     """What the client gets from an outcome: the reply's bytes, or the error's status
     and detail (the JSON error body is made from these two alone)."""
     if isinstance(outcome, bytes):

@@ -95,7 +95,7 @@ async def _probe(g: Game, stack_dir: Path, base_url: str) -> None:
     )
     try:
         got: asyncio.Future = asyncio.get_running_loop().create_future()
-        ack_id = client._generate_ack_id("/", lambda *a: got.done() or got.set_result(a))
+        ack_id = client._generate_ack_id("/", lambda *a: None if got.done() else got.set_result(a))
         await client.eio.send(f'2{ack_id}["join",{"[" * 3000}{"]" * 3000}]')
         await asyncio.wait_for(got, 5)
         for other in (sid.upper(), u.hex):

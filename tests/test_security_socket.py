@@ -48,7 +48,7 @@ async def _raw_call(client: socketio.AsyncClient, body: str, timeout: float = 5)
     """Send ``42<id>`` + ``body`` as it is (no client-side JSON encoding) and wait for the ack."""
     got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     ack_id = client._generate_ack_id(
-        "/", lambda *a: got.done() or got.set_result(a[0] if a else None)
+        "/", lambda *a: None if got.done() else got.set_result(a[0] if a else None)
     )
     await client.eio.send(f"2{ack_id}{body}")
     return await asyncio.wait_for(got, timeout)
@@ -118,7 +118,7 @@ async def test_socket_is_told_and_disconnected_when_its_token_expires(
     told: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
     gone = asyncio.Event()
     client = socketio.AsyncClient(reconnection=False)
-    client.on("token_expired", lambda data: told.done() or told.set_result(data))
+    client.on("token_expired", lambda data: None if told.done() else told.set_result(data))
     client.on("disconnect", lambda *_: gone.set())
     await client.connect(base_url, auth={"token": short}, transports=["websocket"], wait_timeout=10)
     try:

@@ -99,7 +99,7 @@ class _ClusterScript(AsyncScript):
         if isinstance(target, ClusterPipeline):
             keys = list(keys or [])
             # Queued, not awaited: awaiting a cluster pipeline empties its queue.
-            return target.eval(self.script, len(keys), *keys, *(args or []))
+            return target.eval(self.script, len(keys), *keys, *(args or []))  # type: ignore[arg-type]
         return await super().__call__(keys, args, client)
 
 
@@ -154,7 +154,7 @@ class QuizRedisCluster(RedisCluster):
     def pipeline(self, transaction=None, shard_hint=None):  # type: ignore[override]
         if shard_hint:
             return super().pipeline(transaction, shard_hint)
-        return _Pipeline(self, transaction)
+        return _Pipeline(self, transaction)  # type: ignore[abstract]
 
 
 def cluster_client(url: str, **kwargs: Any) -> QuizRedisCluster:
