@@ -151,7 +151,9 @@ async def test_held_results_reveal_nothing_until_the_question_closes(
         r2 = await _answer(g, sid, 1, q2["question_id"], g.key_by_index[q2["index"]])
         assert r2["held"] is True, r2
         ended = asyncio.get_running_loop().create_future()
-        watcher.client.on("session_ended", lambda ev: None if ended.done() else ended.set_result(ev))
+        watcher.client.on(
+            "session_ended", lambda ev: None if ended.done() else ended.set_result(ev)
+        )
         await _advance(g, sid)
         final = _scores(await asyncio.wait_for(ended, 10))
         assert final[g.players[1].user_id] > 0, final
