@@ -9,8 +9,9 @@ default:
     @just --list
 
 # the whole stack (PostgreSQL, Redis, Kafka, services, nginx) with a demo quiz
+[no-exit-message]
 up *args:
-    {{py}} -m infra.stack up "$@"
+    @{{py}} -m infra.stack up "$@"
 
 # stop everything `up` started
 down:
@@ -25,8 +26,9 @@ unit *args:
     {{py}} -m pytest -m "not stack" "$@"
 
 # PostgreSQL, Redis and Kafka only
+[no-exit-message]
 infra-up:
-    {{py}} -m infra.stack infra-up
+    @{{py}} -m infra.stack infra-up
 
 # stop PostgreSQL, Redis and Kafka
 infra-down:

@@ -1453,7 +1453,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "kafka-ui":
         cmd_kafka_ui(stack, a.rest)
     elif a.command == "up":
-        cmd_up(stack, demo=not a.no_demo)
+        # `just up --no-demo` puts the flag after the command, into `rest`.
+        cmd_up(stack, demo=not (a.no_demo or "--no-demo" in a.rest))
     elif a.command == "infra-up":
         check_ports(stack)
         cmd_infra_up(stack)
