@@ -29,12 +29,12 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from services.common.auth import TokenVerifier
 from services.iam.gateway import (
     PASS_TTL_S,
     POLICY,
     Access,
     Gatekeeper,
-    GatewayVerifier,
     Policy,
     Route,
 )
@@ -74,7 +74,7 @@ def test_every_service_route_has_exactly_one_rule_and_every_rule_a_route() -> No
 
 def _ring_and_gatekeeper(policy: Policy, keys: Path) -> tuple[KeyRing, Gatekeeper]:
     ring = load_from_dir(keys)
-    verifier = GatewayVerifier(jwks_url="http://127.0.0.1:9/unused")
+    verifier = TokenVerifier(jwks_url="http://127.0.0.1:9/unused")
     verifier.load_jwks(ring.jwks())
     return ring, Gatekeeper(policy, verifier)
 

@@ -35,7 +35,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
 
-from services.common.auth import AuthError, Caller, TokenVerifier
+from services.common.auth import AuthError, Caller, TokenVerifier, verifier
 
 log = logging.getLogger("quizrt.gateway")
 
@@ -144,18 +144,10 @@ def _pass_ttl(exp: float, now: float) -> int:
     return max(0, min(PASS_TTL_S, math.floor(exp - now) - 1))
 
 
-class GatewayVerifier(TokenVerifier):
-    """The shared guard, with the expiry of each verified token at hand."""
-
-    async def verify_with_expiry(self, token: str) -> tuple[Caller, float]:
-        caller = await self.verify(token)
-        return caller, self._cache[token][1]
-
-
 class Gatekeeper:
     """Decides one request from its method, path and Authorization header."""
 
-    def __init__(self, policy: Policy, verifier: GatewayVerifier):
+    def __init__(self, policy: Policy, verifier: TokenVerifier):
         self.policy = policy
         self.verifier = verifier
 
@@ -173,7 +165,7 @@ class Gatekeeper:
         if scheme.lower() != "bearer" or not token:
             return _refused(HTTP_401_UNAUTHORIZED, "Authorization must be 'Bearer <access_token>'")
         try:
-            caller, exp = await self.verifier.verify_with_expiry(token)
+            caller, exp = await self.verifier.verify_until(token)
         except AuthError as e:
             if str(e) in ("cannot verify token now",):
                 # IAM cannot check now: nginx answers 502 + Retry-After (never cached).
@@ -198,7 +190,7 @@ def caller_headers(caller: Caller) -> dict[str, str]:
     }
 
 
-verifier = GatewayVerifier()
+# The process's shared guard (one cache of verified tokens), fed IAM's own keys.
 gatekeeper = Gatekeeper(Policy(POLICY), verifier)
 
 
