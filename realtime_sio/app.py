@@ -26,16 +26,16 @@ from contracts import ErrorAck, JoinAck, JoinRoom, LeaveRoom, RoomLeaderboard, t
 from realtime_sio import expiry, jsonmsg
 from realtime_sio.fanout import lean_manager
 from realtime_sio.limits import ConnectionCap, EventRateLimit
-from realtime_sio.session_view import JoinReads, session_view
+from services.board import reads
+from services.board.access import NotAParticipant, UnknownSession, role_from_postgres
+from services.board.rebuild import parse_session_id
+from services.board.view import JoinReads, session_view
 from services.common import db, metrics
 from services.common.auth import AuthError, Caller, verifier
 from services.common.logs import setup_logging
 from services.common.redis import close_redis, get_redis
 from services.common.rooms import room_name
 from services.common.settings import get_settings
-from services.leaderboard import board
-from services.leaderboard.access import NotAParticipant, UnknownSession, role_from_postgres
-from services.leaderboard.rebuild import parse_session_id
 
 setup_logging()
 log = logging.getLogger("quizrt.sio")
@@ -151,7 +151,7 @@ async def join(sid: str, *args: Any) -> dict[str, Any]:
         await sio.enter_room(sid, room)
         got = await join_reads.read(redis, msg.session_id, caller.user_id)  # one round trip
         role = got.role or await role_from_postgres(msg.session_id, caller.user_id)
-        snap = got.snapshot or await board.top(redis, msg.session_id)
+        snap = got.snapshot or await reads.top(redis, msg.session_id)  # rebuilds a lost board
         view = got.view or await session_view(redis, msg.session_id)
         if view is None:
             raise UnknownSession(msg.session_id)

@@ -13,8 +13,8 @@ import msgspec
 import pytest
 
 from contracts import ScoreChange, decode_top10
+from services.board.ranking import read_snapshots
 from services.common.kafka import make_consumer
-from services.common.ranking import read_snapshots
 from services.common.redis import (
     ALIVE_KEY,
     board_key,

@@ -18,8 +18,9 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts import AnswerIn
-from services.common import ranking
+from services.board import ranking
 from services.common.auth import Caller
+from services.common.clock import now_ms
 from services.common.redis import board_key, board_version_key
 from services.common.settings import get_settings
 from services.quiz.answers import Answer, Outcome, score_batch
@@ -52,7 +53,7 @@ def comparable(outcome: Outcome) -> tuple[str, bytes | str]:
 async def _same_start(conn: asyncpg.Connection, redis: Redis, sids: list[uuid.UUID]) -> int:
     """Give the sessions the same clock (created, opened, deadline), every player the
     same reached time and the boards the same entries and version; returns opened."""
-    opened = ranking.now_ms()
+    opened = now_ms()
     await conn.execute(
         "UPDATE quiz_session SET created_ms = $2, question_opened_ms = $3, deadline_ms = $4"
         " WHERE id = ANY($1)",

@@ -100,7 +100,7 @@ ALIVE_KEY = "quizrt:alive"
 
 
 def board_key(session_id: str) -> str:
-    """Sorted set: member user id, score = composite (see services.common.ranking)."""
+    """Sorted set: member user id, score = composite (see services.board.ranking)."""
     return f"lb:{{s:{session_id}}}"
 
 
@@ -117,3 +117,8 @@ def board_names_key(session_id: str) -> str:
 def session_key(session_id: str) -> str:
     """Hash of the session's shared state (mode, state, host, question index, deadline)."""
     return f"sess:{{s:{session_id}}}"
+
+
+def as_text(v: bytes | str) -> str:
+    """A reply as text, whether or not the client decodes responses."""
+    return v.decode() if isinstance(v, bytes) else v

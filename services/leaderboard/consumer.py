@@ -33,19 +33,19 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from contracts import HopTrace, decode_score_change
-from services.common import db, metrics
-from services.common.kafka import EventProducer, make_consumer
-from services.common.logs import setup_logging
-from services.common.ranking import now_ms
-from services.common.redis import close_redis, get_redis
-from services.common.rooms import get_emitter
-from services.common.settings import get_settings
-from services.leaderboard.publish import SnapshotPublisher
-from services.leaderboard.rebuild import (
+from services.board.rebuild import (
     parse_session_id,
     rebuild_dirty_boards,
     rebuild_if_redis_lost,
 )
+from services.common import db, metrics
+from services.common.clock import now_ms
+from services.common.kafka import EventProducer, make_consumer
+from services.common.logs import setup_logging
+from services.common.redis import close_redis, get_redis
+from services.common.rooms import get_emitter
+from services.common.settings import get_settings
+from services.leaderboard.publish import SnapshotPublisher
 from services.leaderboard.ticks import OffsetLedger, SessionTicks
 
 log = logging.getLogger("quizrt.leaderboard.consumer")

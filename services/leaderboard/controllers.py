@@ -9,10 +9,10 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import Parameter
 
 from contracts import LeaderboardSnapshot, PlayerRank
+from services.board import reads as board
+from services.board.access import NotAParticipant, UnknownSession, session_role
 from services.common.auth import Caller, provide_caller
 from services.common.redis import get_redis
-from services.leaderboard import board
-from services.leaderboard.access import NotAParticipant, UnknownSession, session_role
 
 
 async def _check_access(session_id: str, caller: Caller) -> None:

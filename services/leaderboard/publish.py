@@ -14,11 +14,12 @@ import msgspec
 from redis.asyncio import Redis
 
 from contracts import HopTrace, LeaderboardSnapshot, RoomLeaderboard, Top10
+from services.board.ranking import read_snapshot
+from services.board.rebuild import rebuild_board
 from services.common import metrics
+from services.common.clock import now_ms
 from services.common.kafka import EventProducer
-from services.common.ranking import now_ms, read_snapshot
 from services.common.rooms import RoomEmitter
-from services.leaderboard.rebuild import rebuild_board
 
 log = logging.getLogger("quizrt.leaderboard.publish")
 

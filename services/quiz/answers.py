@@ -42,10 +42,12 @@ import msgspec
 from redis.asyncio import Redis
 
 from contracts import AnswerIn, AnswerResult, ScoreChange
-from services.common import db, ranking
+from services.board import ranking
+from services.board.ranking import ScoreWrite
+from services.common import db
 from services.common.auth import Caller
+from services.common.clock import now_ms
 from services.common.metrics import observe_ms
-from services.common.ranking import ScoreWrite, now_ms
 from services.common.redis import get_redis
 from services.common.settings import get_settings
 from services.quiz import held

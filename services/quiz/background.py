@@ -5,7 +5,7 @@
   processes);
 - rewriting the session hashes when Redis lost its data.
 
-Boards are rebuilt by the leaderboard consumer (``services.leaderboard.rebuild``):
+Boards are rebuilt by the leaderboard consumer (through ``services.board.rebuild``):
 it runs the dirty-board and lost-Redis rebuilds and publishes what it rebuilt.
 """
 

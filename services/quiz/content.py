@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 
 from contracts import QuestionIn, QuizCreated, QuizDetail, QuizIn, QuizList, QuizSummary
+from services.common.clock import now_ms
 from services.common.ids import canonical_uuid
-from services.common.ranking import now_ms
 from services.quiz.errors import Forbidden, Invalid, NotFound
 from services.quiz.join_codes import insert_session
 

@@ -27,7 +27,7 @@ from contracts import (
 )
 from services.common import db
 from services.common.auth import Caller, host_only, provide_caller
-from services.common.ranking import now_ms
+from services.common.clock import now_ms
 from services.common.redis import get_redis
 from services.quiz import answers, content, guessing, results, sessions
 from services.quiz.background import relay

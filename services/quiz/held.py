@@ -29,8 +29,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from contracts import AnswerResult, RoomLeaderboard
-from services.common import ranking
-from services.leaderboard.rebuild import rebuild_board
+from services.board import ranking
+from services.board.rebuild import rebuild_board
 
 log = logging.getLogger("quizrt.quiz.held")
 

@@ -46,9 +46,9 @@ from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, ProducerFenced
 
 from contracts.events import decode_score_change
 from services.common import db
+from services.common.clock import now_ms
 from services.common.kafka import EventProducer
 from services.common.metrics import observe_ms
-from services.common.ranking import now_ms
 from services.common.settings import get_settings
 
 log = logging.getLogger("quizrt.quiz.outbox")

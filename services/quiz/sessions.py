@@ -25,7 +25,6 @@ from contracts import (
     JoinResult,
     LeaderboardEntry,
     QuestionClosed,
-    QuestionOpened,
     QuestionOut,
     SessionCreated,
     SessionEnded,
@@ -33,9 +32,10 @@ from contracts import (
     SessionStateChanged,
     State,
 )
-from services.common import ranking
+from services.board import ranking
+from services.board.question import question_event
 from services.common.auth import Caller
-from services.common.ranking import now_ms
+from services.common.clock import now_ms
 from services.common.redis import board_key, board_version_key, get_redis, session_key
 from services.common.rooms import get_emitter
 from services.quiz import held
@@ -124,24 +124,6 @@ class JoinAnnouncer:
 
 
 join_announcer = JoinAnnouncer()
-
-
-def question_event(
-    session_id: str, quiz: QuizContent, index: int, deadline_ms: int, now: int
-) -> QuestionOpened:
-    """The `question` event of a live question: never the answer."""
-    q = quiz.questions[index]
-    return QuestionOpened(
-        session_id=session_id,
-        question_id=q.id,
-        index=index,
-        count=quiz.count,
-        text=q.text,
-        choices=q.choices,
-        time_limit_s=q.time_limit_s,
-        deadline_ms=deadline_ms,
-        server_time_ms=now,
-    )
 
 
 async def cache_session(redis: Redis, row: Any, quiz: QuizContent) -> None:

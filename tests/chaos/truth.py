@@ -20,8 +20,8 @@ import asyncpg
 from aiokafka import TopicPartition
 
 from contracts import decode_top10
+from services.board.ranking import read_snapshot
 from services.common.kafka import make_consumer
-from services.common.ranking import read_snapshot
 from services.common.redis import redis_from_url
 from services.common.settings import get_settings
 from tests.chaos.game import Game

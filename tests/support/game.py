@@ -17,8 +17,8 @@ import httpx
 import msgspec
 
 from contracts import ScoreChange
+from services.board.ranking import write_score
 from services.common.kafka import EventProducer, make_consumer
-from services.common.ranking import write_score
 from services.common.redis import get_redis
 from services.common.settings import get_settings
 from tests.support.api import Api, join

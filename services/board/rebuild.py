@@ -17,12 +17,13 @@ import uuid
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from services.board.ranking import composite, initial_version
 from services.common import db
+from services.common.clock import now_ms
 from services.common.ids import canonical_uuid
-from services.common.ranking import composite, initial_version, now_ms
 from services.common.redis import ALIVE_KEY, board_key, board_names_key, board_version_key
 
-log = logging.getLogger("quizrt.leaderboard.rebuild")
+log = logging.getLogger("quizrt.board.rebuild")
 
 # Held while one process rebuilds every open board, so several consumers don't all do it.
 REBUILD_LOCK_KEY = "quizrt:rebuild-lock"

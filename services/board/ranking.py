@@ -1,5 +1,5 @@
-"""Leaderboard arithmetic and reads, shared by the quiz service, the leaderboard
-service and the socket.io tier.
+"""Board arithmetic, writes and snapshot reads (Redis only), shared by the quiz
+service, the leaderboard service and the socket.io tier.
 
 One Redis sorted set per session. Its score packs the points and the moment the
 player reached them into one exact integer below 2**53 (a double's exact range):
@@ -15,13 +15,12 @@ higher. ``score`` is capped by the quiz limits (100 questions x (10,000 points +
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 from redis.asyncio import Redis
 
 from contracts import LeaderboardEntry, LeaderboardSnapshot
-from services.common.redis import board_key, board_names_key, board_version_key
+from services.common.clock import now_ms
+from services.common.redis import as_text, board_key, board_names_key, board_version_key
 
 REACHED_BITS = 32
 REACHED_MAX = (1 << REACHED_BITS) - 1
@@ -39,10 +38,6 @@ def composite(score: int, reached_ms: int) -> int:
 def points_of(composite_score: float) -> int:
     """The points packed in a composite."""
     return int(composite_score) >> REACHED_BITS
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def initial_version() -> int:
@@ -169,10 +164,6 @@ async def read_rank(redis: Redis, session_id: str, user_id: str) -> tuple[int, i
     return int(rank) + 1, points_of(sc), int(players)
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 # One session's snapshot in one atomic step: version, top N with scores, player
 # count and the nicknames of the top N. A script (not MULTI) so that several
 # sessions can share one pipelined round trip and each stays on its own cluster slot.
@@ -210,8 +201,8 @@ def parse_snapshot(session_id: str, res: list | None) -> LeaderboardSnapshot | N
     entries = [
         LeaderboardEntry(
             rank=i + 1,
-            user_id=_s(flat[2 * i]),
-            nickname=_s(names[i]) if names[i] else "",
+            user_id=as_text(flat[2 * i]),
+            nickname=as_text(names[i]) if names[i] else "",
             score=points_of(float(flat[2 * i + 1])),
         )
         for i in range(len(flat) // 2)

@@ -13,11 +13,13 @@ import msgspec
 from redis.asyncio import Redis
 
 from contracts import LeaderboardSnapshot, QuestionOpened, State
+from services.board.access import SessionRole, role_from_redis
+from services.board.question import StoredQuestion, question_opened
+from services.board.ranking import SNAPSHOT_LUA_FUNCTION, parse_snapshot, snapshot_keys
+from services.board.rebuild import parse_session_id
 from services.common import db
-from services.common.ranking import SNAPSHOT_LUA_FUNCTION, now_ms, parse_snapshot, snapshot_keys
-from services.common.redis import session_key
-from services.leaderboard.access import SessionRole, role_from_redis
-from services.leaderboard.rebuild import parse_session_id
+from services.common.clock import now_ms
+from services.common.redis import as_text, session_key
 
 
 class SessionView(msgspec.Struct, kw_only=True):
@@ -48,7 +50,7 @@ async def session_view(redis: Redis, session_id: str) -> SessionView | None:
 
 def _view_from_cache(cached: list, now: int) -> SessionView | None:
     """The view from the session hash's fields; None when Redis does not have it whole."""
-    state, mode, question, deadline = (_s(v) if v is not None else None for v in cached)
+    state, mode, question, deadline = (as_text(v) if v is not None else None for v in cached)
     if not (state in ("lobby", "running", "ended") and mode and question is not None):
         return None
     view = SessionView(state=state, mode=mode)  # type: ignore[arg-type]
@@ -152,20 +154,12 @@ async def _session_view_from_postgres(session_id: str, now: int) -> SessionView 
         and row["deadline_ms"] > now
     ):
         raw = row["question"]
-        q = msgspec.json.decode(raw) if isinstance(raw, str | bytes) else raw
-        view.question = QuestionOpened(
-            session_id=session_id,
-            question_id=str(q["id"]),
-            index=row["current_index"],
-            count=row["count"],
-            text=q["text"],
-            choices=list(q["choices"]),
-            time_limit_s=int(q.get("time_limit_s", 20)),
-            deadline_ms=row["deadline_ms"],
-            server_time_ms=now,
+        q = (
+            msgspec.json.decode(raw, type=StoredQuestion)
+            if isinstance(raw, str | bytes)
+            else msgspec.convert(raw, StoredQuestion)
+        )
+        view.question = question_opened(
+            session_id, q, row["current_index"], row["count"], row["deadline_ms"], now
         )
     return view
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v

@@ -1,6 +1,7 @@
 """Reads of a session's board for the HTTP API and the socket.io tier.
 
-Served from Redis; a board missing in Redis is rebuilt from PostgreSQL first.
+Served from Redis; a board missing in Redis is rebuilt from PostgreSQL first, so a
+socket's ``join`` after Redis lost its data heals the board through this module.
 """
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from contracts import LeaderboardSnapshot, PlayerRank
-from services.common.ranking import read_rank, read_snapshots
+from services.board.access import UnknownSession
+from services.board.ranking import read_rank, read_snapshots
+from services.board.rebuild import rebuild_board
 from services.common.redis import board_version_key
-from services.leaderboard.access import UnknownSession
-from services.leaderboard.rebuild import rebuild_board
 
 
 class NotOnBoard(Exception):

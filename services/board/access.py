@@ -11,9 +11,9 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
+from services.board.rebuild import parse_session_id
 from services.common import db
-from services.common.redis import board_names_key, session_key
-from services.leaderboard.rebuild import parse_session_id
+from services.common.redis import as_text, board_names_key, session_key
 
 SessionRole = Literal["player", "host"]
 
@@ -45,7 +45,7 @@ def role_from_redis(
     host_id: bytes | str | None, is_player: object, user_id: str
 ) -> SessionRole | None:
     """The role Redis shows (the session hash's host, the board's names); None: ask PostgreSQL."""
-    if host_id is not None and _s(host_id) == user_id:
+    if host_id is not None and as_text(host_id) == user_id:
         return "host"
     if is_player:
         return "player"
@@ -72,7 +72,3 @@ async def role_from_postgres(session_id: str, user_id: str) -> SessionRole:
     if row["joined"]:
         return "player"
     raise NotAParticipant(session_id)
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
