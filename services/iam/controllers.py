@@ -17,6 +17,9 @@ from contracts.http import ErrorBody, GuestIn, LoginIn, RefreshIn, TokenPair, Us
 from services.common.web import strict_body
 from services.iam.service import IamService, get_iam_service
 
+provide_iam = Provide(get_iam_service, sync_to_thread=False)
+"""The ``iam`` dependency: the process's IamService (the app factory provides it)."""
+
 
 def _errors(specific: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
     """OpenAPI entries for error answers (all share ErrorBody); nginx adds 413 and 429."""
@@ -51,7 +54,6 @@ class IamController(Controller):
 
     path = ""
     tags = ["identity"]
-    dependencies = {"iam": Provide(get_iam_service, sync_to_thread=False)}
 
     @post(
         "/guests",
