@@ -21,7 +21,7 @@ from services.iam.service import (
     UsernameTaken,
 )
 from tests.support.api import unique
-from tests.support.inprocess import serve, stores, trusted_ring, value
+from tests.support.inprocess import serve, trusted_ring, value
 
 PASSWORD = "correct horse 9"
 CHALLENGE = 'Bearer realm="quizrt"'
@@ -89,7 +89,7 @@ def ring() -> Iterator[KeyRing]:
 async def iam_app(ring: KeyRing) -> AsyncIterator[httpx.AsyncClient]:
     service = IamService()
     service.keys = ring
-    async with stores(), serve("iam", [IamController], {"iam": value(service)}) as c:
+    async with serve("iam", [IamController], {"iam": value(service)}, real=True) as c:
         yield c
 
 

@@ -15,7 +15,7 @@ import pytest
 from services.iam.keys import KeyRing
 from services.leaderboard.controllers import LeaderboardController
 from services.quiz.controllers import QuizController
-from tests.support.inprocess import bearer, serve, stores, trusted_ring, user_of, value
+from tests.support.inprocess import bearer, serve, trusted_ring, user_of, value
 
 
 class Untouched:
@@ -53,17 +53,13 @@ async def test_refusals_need_no_redis(ring: KeyRing) -> None:
 async def test_a_sessions_board_in_process(ring: KeyRing) -> None:
     host, player, outsider = bearer(ring, "host"), bearer(ring), bearer(ring)
     quiz = {"title": "board", "questions": [{"text": "?", "choices": ["a", "b"], "answer": 0}]}
-    async with (
-        stores(),
-        serve("quiz", [QuizController]) as q,
-        serve("leaderboard", [LeaderboardController]) as lb,
-    ):
+    async with serve("quiz", [QuizController], real=True) as q:  # one real app at a time
         quiz_id = (await q.post("/api/quiz/quizzes", json=quiz, headers=host)).json()["id"]
         body = {"quiz_id": quiz_id, "mode": "live"}
         sid = (await q.post("/api/quiz/sessions", json=body, headers=host)).json()["id"]
         r = await q.post("/api/quiz/sessions/join", json={"session_id": sid}, headers=player)
         assert r.status_code == 200, r.text
-
+    async with serve("leaderboard", [LeaderboardController], real=True) as lb:
         base = f"/api/leaderboard/sessions/{sid}"
         for who in (player, host):
             top = await lb.get(f"{base}/top", headers=who)

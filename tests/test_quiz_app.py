@@ -14,7 +14,7 @@ from litestar.di import Provide
 
 from services.iam.keys import KeyRing
 from services.quiz.controllers import QuizController
-from tests.support.inprocess import bearer, serve, stores, trusted_ring, user_of, value
+from tests.support.inprocess import bearer, serve, trusted_ring, user_of, value
 
 SESSION = "00000000-0000-4000-8000-000000000001"
 
@@ -133,7 +133,7 @@ async def test_an_address_guessing_codes_gets_429_with_the_time_left(ring: KeyRi
 
 @pytest.fixture
 async def quiz_app() -> AsyncIterator[httpx.AsyncClient]:
-    async with stores(), serve("quiz", [QuizController]) as c:
+    async with serve("quiz", [QuizController], real=True) as c:
         yield c
 
 

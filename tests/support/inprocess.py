@@ -5,8 +5,8 @@ verifier trusts for as long as the test runs (the services' ``caller`` dependenc
 and ``host_only`` guard verify through it), so a test mints real signed tokens
 without IAM. ``serve`` builds a service's app with ``create_app``, the factory
 every service uses, without its background work, on the real PostgreSQL and Redis of the stack
-(``stores`` opens the process's pool; the ``QUIZ_*`` variables name them) or on
-fakes given through ``dependencies`` (for routing, validation and error mapping).
+(``real=True``; the ``QUIZ_*`` variables name them) or on fakes given through
+``dependencies`` (for routing, validation and error mapping).
 """
 
 from __future__ import annotations
@@ -70,24 +70,27 @@ def value(obj: Any) -> Provide:
 
 
 @asynccontextmanager
-async def stores() -> AsyncIterator[None]:
-    """The process's PostgreSQL pool open (and its Redis client closed at the end)."""
-    await db.open_pool()
-    try:
-        yield
-    finally:
-        await db.close_pool()
-        await redis.close_redis()
-
-
-@asynccontextmanager
 async def serve(
     service: str,
     route_handlers: Sequence[Any],
     dependencies: Mapping[str, Provide] | None = None,
+    *,
+    real: bool = False,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An AsyncTestClient of ``/api/<service>`` serving ``route_handlers``, with the
-    factory's dependencies (``conn``, ``redis``) or the ones given instead."""
-    app = create_app(service, route_handlers, health={}, dependencies=dependencies)
+    factory's dependencies (``conn``, ``redis``) or the ones given instead.
+
+    ``real``: the app opens the process's PostgreSQL pool at its start and closes
+    it and the Redis client at its end. The client runs the app on an event loop
+    of its own (a thread), so one real app at a time.
+    """
+    app = create_app(
+        service,
+        route_handlers,
+        health={},
+        on_startup=[db.open_pool] if real else [],
+        on_shutdown=[db.close_pool, redis.close_redis] if real else [],
+        dependencies=dependencies,
+    )
     async with AsyncTestClient(app) as client:
         yield client
