@@ -128,6 +128,34 @@ async def test_an_address_guessing_codes_gets_429_with_the_time_left(ring: KeyRi
     assert r.headers["retry-after"] == "42"
 
 
+class CountedConnections:
+    """A ``conn`` dependency that counts what it hands out and gets back."""
+
+    def __init__(self) -> None:
+        self.taken = self.returned = 0
+
+    async def __call__(self) -> AsyncIterator[Any]:
+        self.taken += 1
+        try:
+            yield Untouched()
+        finally:
+            self.returned += 1
+
+
+async def test_a_refused_call_takes_no_connection_and_every_one_comes_back(
+    ring: KeyRing,
+) -> None:
+    pool = CountedConnections()
+    deps = {"conn": Provide(pool), "redis": value(Untouched())}
+    async with serve("quiz", [QuizController], deps) as c:
+        for headers in ({}, {"Authorization": "Bearer not.a.jwt"}):
+            error(await c.get("/api/quiz/quizzes", headers=headers), 401)
+        assert pool.taken == 0, "the token is checked (a guard) before a connection is taken"
+        for _ in range(5):  # the handler fails on the connection: it comes back all the same
+            error(await c.get("/api/quiz/quizzes", headers=bearer(ring)), 500)
+        assert (pool.taken, pool.returned) == (5, 5)
+
+
 # ------------------------------------------------------------------ on the real stores
 
 

@@ -13,7 +13,7 @@ from litestar import Controller, get
 from litestar.params import Parameter
 
 from contracts import LeaderboardSnapshot, PlayerRank
-from services.common.auth import Caller, provide_caller
+from services.common.auth import Caller, provide_caller, signed_in
 from services.common.web import RedisClient
 from services.leaderboard import board
 from services.leaderboard.access import session_role
@@ -21,6 +21,7 @@ from services.leaderboard.access import session_role
 
 class LeaderboardController(Controller):
     path = "/sessions/{session_id:str}"
+    guards = [signed_in]  # before any dependency: a refused call takes no connection
     dependencies = {"caller": provide_caller}
     tags = ["leaderboard"]
 

@@ -30,7 +30,7 @@ from contracts import (
     SessionIn,
     SessionResults,
 )
-from services.common.auth import Caller, host_only, provide_caller
+from services.common.auth import Caller, host_only, provide_caller, signed_in
 from services.common.ranking import now_ms
 from services.common.web import DbConnection, RedisClient
 from services.quiz import answers, content, guessing, handout, results, sessions
@@ -63,6 +63,7 @@ class QuizController(Controller):
 
     path = ""
     tags = ["quiz"]
+    guards = [signed_in]  # before any dependency: a refused call takes no connection
     dependencies = {"caller": provide_caller}
 
     # ------------------------------------------------------------------ content
