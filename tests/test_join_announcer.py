@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from contracts import SessionStateChanged
-from services.quiz import sessions
+from services.quiz import announcements
 
 
 class _NoBoard:
@@ -26,8 +26,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, int]]:
     async def emit(event: str, payload: Any, session_id: str) -> None:
         got.append((time.monotonic(), payload.players))
 
-    monkeypatch.setattr(sessions, "emit", emit)
-    monkeypatch.setattr(sessions, "get_redis", lambda: _NoBoard())
+    monkeypatch.setattr(announcements, "emit", emit)
+    monkeypatch.setattr(announcements, "get_redis", lambda: _NoBoard())
     return got
 
 
@@ -36,7 +36,7 @@ def _joined(players: int) -> SessionStateChanged:
 
 
 async def test_small_room_coalesces_at_the_base_interval(sent: list) -> None:
-    a = sessions.JoinAnnouncer(interval_s=0.1, deliveries_per_s=1000)
+    a = announcements.JoinAnnouncer(interval_s=0.1, deliveries_per_s=1000)
     start = time.monotonic()
     for n in range(1, 6):
         await a.announce(_joined(n))
@@ -47,7 +47,7 @@ async def test_small_room_coalesces_at_the_base_interval(sent: list) -> None:
 
 
 async def test_the_interval_grows_with_the_room(sent: list) -> None:
-    a = sessions.JoinAnnouncer(interval_s=0.05, deliveries_per_s=1000)
+    a = announcements.JoinAnnouncer(interval_s=0.05, deliveries_per_s=1000)
     await a.announce(_joined(400))  # at once
     start = time.monotonic()
     await a.announce(_joined(401))  # a room of 400: at most 1000 deliveries/s -> 0.4 s

@@ -13,24 +13,31 @@ from redis.asyncio import Redis
 
 from services.board.rebuild import parse_session_id
 from services.common import db
+from services.common.errors import ServiceError
 from services.common.redis import as_text, board_names_key, session_key
 
 SessionRole = Literal["player", "host"]
 
 
-class UnknownSession(Exception):
-    """No session has this id."""
+class UnknownSession(ServiceError):
+    """No session has this id (404)."""
+
+    status_code = 404
+    detail = "Unknown session"
 
 
-class NotAParticipant(Exception):
-    """The caller is neither a player nor the host of the session."""
+class NotAParticipant(ServiceError):
+    """The caller is neither a player nor the host of the session (403)."""
+
+    status_code = 403
+    detail = "Only the session's players and host may read it"
 
 
 async def session_role(redis: Redis, session_id: str, user_id: str) -> SessionRole:
     """The caller's role in the session; raises UnknownSession or NotAParticipant."""
     sid = parse_session_id(session_id)
     if sid is None:
-        raise UnknownSession(session_id)
+        raise UnknownSession()
     pipe = redis.pipeline(transaction=False)
     pipe.hget(session_key(session_id), "host_id")
     pipe.hexists(board_names_key(session_id), user_id)
@@ -56,7 +63,7 @@ async def role_from_postgres(session_id: str, user_id: str) -> SessionRole:
     """The caller's role from PostgreSQL; raises UnknownSession or NotAParticipant."""
     sid = parse_session_id(session_id)
     if sid is None:
-        raise UnknownSession(session_id)
+        raise UnknownSession()
     async with db.connection() as conn:
         row = await conn.fetchrow(
             "select s.host_id, exists(select 1 from session_player p"
@@ -66,9 +73,9 @@ async def role_from_postgres(session_id: str, user_id: str) -> SessionRole:
             user_id,
         )
     if row is None:
-        raise UnknownSession(session_id)
+        raise UnknownSession()
     if str(row["host_id"]) == user_id:
         return "host"
     if row["joined"]:
         return "player"
-    raise NotAParticipant(session_id)
+    raise NotAParticipant()

@@ -1,7 +1,8 @@
 """The one auth guard: bearer tokens verified locally against IAM's cached JWKS.
 
-Every service declares ``caller: Caller`` (any signed-in user) or uses the
-``host_only`` guard; the socket.io tier calls ``verifier.verify`` at connect.
+Every service declares ``caller: Caller`` (any signed-in user) behind the
+``signed_in`` guard, or uses the ``host_only`` guard; the socket.io tier calls
+``verifier.verify`` at connect.
 No network hop per request: the JWKS is fetched once and again only when a
 token names a key id that is not known yet (at most once per few seconds).
 """
@@ -141,26 +142,38 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def _provide_caller(request: Request) -> Caller:
-    token = bearer_token(request.headers.get("authorization"))
+async def _verified(connection: ASGIConnection) -> Caller:
+    """The request's caller, verified once per request (kept in its state)."""
+    caller = connection.state.get("caller")
+    if isinstance(caller, Caller):
+        return caller
+    token = bearer_token(connection.headers.get("authorization"))
     try:
         caller = await verifier.verify(token)
     except AuthError as e:
         raise NotAuthorizedException(str(e)) from e
-    request.state.caller = caller
+    connection.state.caller = caller
     return caller
+
+
+async def _provide_caller(request: Request) -> Caller:
+    return await _verified(request)
 
 
 provide_caller = Provide(_provide_caller)
 """Dependency: ``dependencies={"caller": provide_caller}`` on a router or handler."""
 
 
+async def signed_in(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: a valid access token (401 otherwise). Guards run before the dependencies
+    are resolved, so a refused request never takes a PostgreSQL connection (the
+    ``conn`` dependency is resolved alongside ``caller``)."""
+    await _verified(connection)
+
+
 async def host_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Guard: the caller must be a host (registered user). Runs the token check itself."""
-    token = bearer_token(connection.headers.get("authorization"))
-    try:
-        caller = await verifier.verify(token)
-    except AuthError as e:
-        raise NotAuthorizedException(str(e)) from e
+    """Guard: the caller must be a host (registered user). Runs the token check itself
+    unless ``signed_in`` ran before it."""
+    caller = await _verified(connection)
     if caller.role != "host":
         raise PermissionDeniedException("Only hosts may do this")

@@ -1,26 +1,40 @@
-"""The Litestar app factory every service uses: one error shape, health, OpenAPI.
+"""The Litestar app factory every service uses: one error mapper, health, OpenAPI,
+and the per-request dependencies ``conn`` and ``redis``.
 
-Every error is JSON ``{status_code, detail, extra?}``: malformed JSON is 400
-(nesting too deep to decode included), well-formed but invalid fields 422 naming
-the field (types are strict: ``"1"`` or ``1.0`` is no integer), unexpected errors 500.
+Every error is JSON ``{status_code, detail, extra?}``, built in one place
+(``services.common.errors.error_body``) and answered by the handlers registered
+here: a ``ServiceError`` with its own status; malformed JSON 400 (nesting too deep
+to decode included); well-formed but invalid fields 422 naming the field (types
+are strict: ``"1"`` or ``1.0`` is no integer); Litestar's own HTTP errors (401 of
+the auth guard, 404/405 of the router) with theirs; PostgreSQL unreachable 503
+with ``Retry-After``; anything else 500, logged, with no detail of its own.
+
+Handlers declare ``conn: DbConnection`` (a PostgreSQL connection from the pool,
+released after the answer is built) or ``redis: RedisClient`` (the process's
+client); an in-process test passes ``dependencies=`` to replace either.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any
 
+import asyncpg
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.params import Dependency
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from redis.asyncio import Redis
 
-from services.common import metrics
+from services.common import db, metrics, redis
+from services.common.errors import DB_DOWN_ERRORS, DatabaseUnavailable, ServiceError, error_body
 from services.common.logs import setup_logging
 
 log = logging.getLogger("quizrt.web")
@@ -45,11 +59,50 @@ def swagger_plugin() -> SwaggerRenderPlugin:
     )
 
 
-def _error(status: int, detail: str, extra: Any = None, headers: dict | None = None) -> Response:
-    body: dict[str, Any] = {"status_code": status, "detail": detail}
-    if extra:
-        body["extra"] = extra
-    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
+# ------------------------------------------------------------------ dependencies
+
+# Not validated by Litestar: the pool hands out a connection proxy, and a cluster
+# client stands in for ``Redis``; both are what the services expect.
+DbConnection = Annotated[asyncpg.Connection, Dependency(skip_validation=True)]
+RedisClient = Annotated[Redis, Dependency(skip_validation=True)]
+
+
+async def _provide_connection() -> AsyncIterator[asyncpg.Connection]:
+    async with db.connection() as conn:
+        yield conn
+
+
+def _provide_redis() -> Redis:
+    return redis.get_redis()
+
+
+DEPENDENCIES: dict[str, Provide] = {
+    "conn": Provide(_provide_connection),
+    "redis": Provide(_provide_redis, sync_to_thread=False),
+}
+"""What ``create_app`` provides every handler that asks (by parameter name)."""
+
+
+# ------------------------------------------------------------------ errors
+
+
+def _error(
+    status: int, detail: str, extra: Any = None, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        error_body(status, detail, extra),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=dict(headers) if headers else None,
+    )
+
+
+def _service_error(_: Request, exc: ServiceError) -> Response:
+    return _error(exc.status_code, exc.message(), exc.extra(), exc.headers)
+
+
+def _db_down(_: Request, exc: Exception) -> Response:
+    return _service_error(_, DatabaseUnavailable())
 
 
 def _validation_error(_: Request, exc: ValidationException) -> Response:
@@ -137,6 +190,7 @@ def create_app(
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     version: str = "1.0.0",
     description: str = "",
+    dependencies: Mapping[str, Provide] | None = None,
 ) -> Litestar:
     """A Litestar app mounted at ``/api/<service>`` with health and OpenAPI.
 
@@ -144,6 +198,7 @@ def create_app(
     answers 200 with each one's state, or 503 when one it needs is down. Names in
     ``degraded_ok`` are reported but do not make it 503 (the service works without
     them, e.g. the quiz service keeps accepting answers while Kafka is down).
+    ``dependencies`` replace or add to ``DEPENDENCIES`` (tests give fakes this way).
     """
     setup_logging()
 
@@ -170,10 +225,13 @@ def create_app(
         on_startup=[serve_metrics, *on_startup],
         on_shutdown=list(on_shutdown),
         before_request=strict_body,
+        dependencies={**DEPENDENCIES, **(dependencies or {})},
         exception_handlers={
+            ServiceError: _service_error,
             ValidationException: _validation_error,
             HTTPException: _http_error,
             RecursionError: _too_deep,
+            **{e: _db_down for e in DB_DOWN_ERRORS},
             Exception: _internal_error,
         },
         openapi_config=OpenAPIConfig(

@@ -2,7 +2,7 @@
 
 from services.common import db
 from services.common.web import create_app
-from services.iam.controllers import IamController
+from services.iam.controllers import IamController, provide_iam
 from services.iam.gateway import GatewayController, load_gateway_keys
 from services.iam.service import get_iam_service
 
@@ -12,5 +12,6 @@ app = create_app(
     health={"postgres": db.ping},
     on_startup=[db.open_pool, get_iam_service().load_keys, load_gateway_keys],
     on_shutdown=[db.close_pool],
+    dependencies={"iam": provide_iam},
     description="Identity: guest players, hosts, access and refresh tokens, JWKS.",
 )

@@ -1,4 +1,8 @@
-"""HTTP endpoints of the IAM service: parse, call IamService, map errors to status codes."""
+"""HTTP endpoints of the IAM service: parse, call IamService.
+
+IamService raises the IAM's errors (``services.iam.service``), which carry their
+status; the app factory's one handler answers them.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,15 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
-from litestar.exceptions import (
-    ClientException,
-    NotAuthorizedException,
-    ValidationException,
-)
 from litestar.openapi import ResponseSpec
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_409_CONFLICT
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from contracts.http import ErrorBody, GuestIn, LoginIn, RefreshIn, TokenPair, UserIn, UserOut
 from services.common.web import strict_body
-from services.iam.service import (
-    IamService,
-    InvalidCredentials,
-    InvalidNickname,
-    InvalidRefreshToken,
-    UsernameTaken,
-    get_iam_service,
-)
+from services.iam.service import IamService, get_iam_service
 
-_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quizrt"'}
+provide_iam = Provide(get_iam_service, sync_to_thread=False)
+"""The ``iam`` dependency: the process's IamService (the app factory provides it)."""
 
 
 def _errors(specific: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
@@ -56,18 +49,11 @@ async def trim_nickname(request: Request) -> None:
     await strict_body(request)  # a handler's before_request replaces the app's
 
 
-def _bad_nickname(e: InvalidNickname) -> ValidationException:
-    return ValidationException(
-        detail=f"{e} (field `nickname`)", extra=[{"key": "nickname", "message": str(e)}]
-    )
-
-
 class IamController(Controller):
     """Guests, hosts, login, refresh and the JWKS under ``/api/iam``."""
 
     path = ""
     tags = ["identity"]
-    dependencies = {"iam": Provide(get_iam_service, sync_to_thread=False)}
 
     @post(
         "/guests",
@@ -77,10 +63,7 @@ class IamController(Controller):
         responses=_errors(),
     )
     async def create_guest(self, data: GuestIn, iam: IamService) -> TokenPair:
-        try:
-            return await iam.create_guest(data.nickname)
-        except InvalidNickname as e:
-            raise _bad_nickname(e) from e
+        return await iam.create_guest(data.nickname)
 
     @post(
         "/users",
@@ -90,12 +73,7 @@ class IamController(Controller):
         responses=_errors({409: "The username is taken"}),
     )
     async def register(self, data: UserIn, iam: IamService) -> UserOut:
-        try:
-            return await iam.register(data.username, data.password, data.nickname)
-        except InvalidNickname as e:
-            raise _bad_nickname(e) from e
-        except UsernameTaken as e:
-            raise ClientException("Username is taken", status_code=HTTP_409_CONFLICT) from e
+        return await iam.register(data.username, data.password, data.nickname)
 
     @post(
         "/token",
@@ -104,12 +82,7 @@ class IamController(Controller):
         responses=_errors({401: "Wrong username or password"}),
     )
     async def login(self, data: LoginIn, iam: IamService) -> TokenPair:
-        try:
-            return await iam.login(data.username, data.password)
-        except InvalidCredentials as e:
-            raise NotAuthorizedException(
-                "Wrong username or password", headers=_BEARER_CHALLENGE
-            ) from e
+        return await iam.login(data.username, data.password)
 
     @post(
         "/token/refresh",
@@ -123,10 +96,7 @@ class IamController(Controller):
         ),
     )
     async def refresh(self, data: RefreshIn, iam: IamService) -> TokenPair:
-        try:
-            return await iam.refresh(data.refresh_token)
-        except InvalidRefreshToken as e:
-            raise NotAuthorizedException(str(e), headers=_BEARER_CHALLENGE) from e
+        return await iam.refresh(data.refresh_token)
 
     @get("/jwks", summary="The public keys (JWKS) that verify access tokens", sync_to_thread=False)
     def jwks(self, iam: IamService) -> Response[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """IAM logic: guests, hosts, passwords, access tokens and refresh-token rotation.
 
-No HTTP in here: the controllers turn the exceptions below into status codes.
+No HTTP in here: the exceptions below carry their status (``services.common.errors``)
+and the app factory's one handler answers them.
 
 Refresh tokens are opaque random strings; only their SHA-256 is stored. Each
 login (or guest creation) starts a *family*; every refresh marks the presented
@@ -27,6 +28,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from contracts.http import TokenPair, UserOut
 from services.common import db
+from services.common.errors import ServiceError
 from services.common.settings import Settings, get_settings
 from services.iam.keys import ALGORITHM, KeyRing, load_keyring
 from services.iam.tables import IamRefreshToken, IamUser
@@ -75,24 +77,42 @@ values ($1, $2, $3, $4, $5, $6)
 """
 
 
-class IamError(Exception):
-    """Base of the errors the controllers map to HTTP answers."""
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quizrt"'}
+
+
+class IamError(ServiceError):
+    """Base of the IAM's errors (each class names its HTTP status)."""
 
 
 class InvalidNickname(IamError, ValueError):
     """The nickname is empty after trimming or holds control characters (422)."""
 
+    status_code = 422
+
+    def __init__(self, detail: str):
+        super().__init__(detail, field="nickname")
+
 
 class UsernameTaken(IamError):
     """A user with this username exists already (409)."""
+
+    status_code = 409
+    detail = "Username is taken"
 
 
 class InvalidCredentials(IamError):
     """Unknown username or wrong password (401); which one is never told."""
 
+    status_code = 401
+    detail = "Wrong username or password"
+    headers = BEARER_CHALLENGE
+
 
 class InvalidRefreshToken(IamError):
     """Unknown, expired, revoked or reused refresh token (401)."""
+
+    status_code = 401
+    headers = BEARER_CHALLENGE
 
 
 def clean_nickname(raw: str) -> str:
@@ -242,7 +262,7 @@ class IamService:
                 )
             )
         except asyncpg.UniqueViolationError as e:
-            raise UsernameTaken(username) from e
+            raise UsernameTaken() from e
         return user.out()
 
     async def login(self, username: str, password: str) -> TokenPair:

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from services.common import db
 from services.common.redis import get_redis
 from services.quiz.outbox import OutboxRelay
-from services.quiz.sessions import close_due_questions, restore_session_hashes
+from services.quiz.restore import restore_session_hashes
+from services.quiz.sessions import close_due_questions
 
 log = logging.getLogger("quizrt.quiz.background")
 

@@ -1,8 +1,13 @@
-"""HTTP endpoints of the quiz service: parse, call the service modules, map errors."""
+"""HTTP endpoints of the quiz service: parse, call the service modules.
+
+The connection and the Redis client come per request (``conn``, ``redis``: see
+``services.common.web``); the service modules raise ``services.quiz.errors``,
+which the app factory's one handler answers.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
@@ -25,13 +30,12 @@ from contracts import (
     SessionIn,
     SessionResults,
 )
-from services.common import db
-from services.common.auth import Caller, host_only, provide_caller
+from services.common.auth import Caller, host_only, provide_caller, signed_in
 from services.common.clock import now_ms
-from services.common.redis import get_redis
-from services.quiz import answers, content, guessing, results, sessions
+from services.common.web import DbConnection, RedisClient
+from services.quiz import answers, content, guessing, handout, results, sessions
 from services.quiz.background import relay
-from services.quiz.errors import DB_DOWN_ERRORS, NotFound, QuizError
+from services.quiz.errors import NotFound
 
 # Each committed batch of answers hands its outbox rows to this process's relay.
 answers.batcher.on_commit = relay.notify_batch
@@ -54,31 +58,13 @@ _NOT_HOST = "Not the quiz's (or session's) host"
 _NO_SESSION = "No such session"
 
 
-def _quiz_error(_: Request, exc: QuizError) -> Response:
-    body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
-    if exc.field:
-        body["detail"] = f"{exc.detail} (field `{exc.field}`)"
-        body["extra"] = [{"key": exc.field, "message": exc.detail}]
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
-    return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=headers)
-
-
-def _db_down(_: Request, exc: Exception) -> Response:
-    return Response(
-        {"status_code": 503, "detail": "Database unavailable, retry later"},
-        status_code=503,
-        media_type=MediaType.JSON,
-        headers={"Retry-After": "1"},
-    )
-
-
 class QuizController(Controller):
     """Quizzes, sessions, questions, answers and results under ``/api/quiz``."""
 
     path = ""
     tags = ["quiz"]
+    guards = [signed_in]  # before any dependency: a refused call takes no connection
     dependencies = {"caller": provide_caller}
-    exception_handlers = {QuizError: _quiz_error, **{e: _db_down for e in DB_DOWN_ERRORS}}
 
     # ------------------------------------------------------------------ content
 
@@ -89,9 +75,8 @@ class QuizController(Controller):
         responses=_errors({403: "Only hosts author quizzes"}),
         summary="Create a quiz (hosts); a public quiz gets a standing self-paced session",
     )
-    async def create_quiz(self, data: QuizIn, caller: Caller) -> QuizCreated:
-        async with db.connection() as conn:
-            return await content.create_quiz(conn, caller.user_id, data)
+    async def create_quiz(self, data: QuizIn, caller: Caller, conn: DbConnection) -> QuizCreated:
+        return await content.create_quiz(conn, caller.user_id, data)
 
     @get(
         "/quizzes",
@@ -101,19 +86,18 @@ class QuizController(Controller):
     async def list_quizzes(
         self,
         caller: Caller,
+        conn: DbConnection,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
     ) -> QuizList:
-        async with db.connection() as conn:
-            return await content.list_public(conn, limit)
+        return await content.list_public(conn, limit)
 
     @get(
         "/quizzes/{quiz_id:str}",
         responses=_errors({403: _NOT_HOST, 404: "No such quiz"}),
         summary="A quiz with its answer key (its host only)",
     )
-    async def quiz_detail(self, quiz_id: str, caller: Caller) -> QuizDetail:
-        async with db.connection() as conn:
-            return await content.quiz_detail(conn, caller.user_id, quiz_id)
+    async def quiz_detail(self, quiz_id: str, caller: Caller, conn: DbConnection) -> QuizDetail:
+        return await content.quiz_detail(conn, caller.user_id, quiz_id)
 
     # ------------------------------------------------------------------ sessions
 
@@ -123,9 +107,10 @@ class QuizController(Controller):
         responses=_errors({403: _NOT_HOST, 404: "No such quiz"}),
         summary="Open a session of one's quiz: live (lobby) or self-paced (running)",
     )
-    async def create_session(self, data: SessionIn, caller: Caller) -> SessionCreated:
-        async with db.connection() as conn:
-            return await sessions.create_session(conn, get_redis(), caller, data)
+    async def create_session(
+        self, data: SessionIn, caller: Caller, conn: DbConnection, redis: RedisClient
+    ) -> SessionCreated:
+        return await sessions.create_session(conn, redis, caller, data)
 
     @post(
         "/sessions/join",
@@ -140,17 +125,23 @@ class QuizController(Controller):
         ),
         summary="Join a session by code or id (joining twice is harmless)",
     )
-    async def join(self, request: Request, data: JoinIn, caller: Caller) -> JoinResult:
+    async def join(
+        self,
+        request: Request,
+        data: JoinIn,
+        caller: Caller,
+        conn: DbConnection,
+        redis: RedisClient,
+    ) -> JoinResult:
         by_code = data.session_id is None and data.code is not None
         address = guessing.client_address(request)
         if by_code:
-            await guessing.refuse_if_guessing(get_redis(), address)
+            await guessing.refuse_if_guessing(redis, address)
         try:
-            async with db.connection() as conn:
-                return await sessions.join(conn, get_redis(), caller, data)
+            return await sessions.join(conn, redis, caller, data)
         except NotFound:
             if by_code:
-                await guessing.count_miss(get_redis(), address)
+                await guessing.count_miss(redis, address)
             raise
 
     @post(
@@ -161,18 +152,18 @@ class QuizController(Controller):
         ),
         summary="Live, the host: open the next question, or end after the last",
     )
-    async def advance(self, session_id: str, caller: Caller) -> AdvanceResult:
-        async with db.connection() as conn:
-            return await sessions.advance(conn, get_redis(), caller, session_id)
+    async def advance(
+        self, session_id: str, caller: Caller, conn: DbConnection, redis: RedisClient
+    ) -> AdvanceResult:
+        return await sessions.advance(conn, redis, caller, session_id)
 
     @get(
         "/sessions/{session_id:str}/question",
         responses=_errors({403: "Not joined", 404: _NO_SESSION, 409: "No question to answer now"}),
         summary="The question to answer now (live: the open one; self-paced: the next)",
     )
-    async def question(self, session_id: str, caller: Caller) -> QuestionOut:
-        async with db.connection() as conn:
-            return await sessions.current_question(conn, caller, session_id)
+    async def question(self, session_id: str, caller: Caller, conn: DbConnection) -> QuestionOut:
+        return await handout.current_question(conn, caller, session_id)
 
     @post(
         "/sessions/{session_id:str}/answers",
@@ -209,10 +200,10 @@ class QuizController(Controller):
         self,
         session_id: str,
         caller: Caller,
+        conn: DbConnection,
         fmt: Annotated[str, Parameter(query="format", pattern="^(json|csv)$")] = "json",
     ) -> Response:
-        async with db.connection() as conn:
-            res, quiz = await results.session_results(conn, caller, session_id)
+        res, quiz = await results.session_results(conn, caller, session_id)
         if fmt == "csv":
             return Response(
                 results.results_csv(res, quiz),

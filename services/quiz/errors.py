@@ -1,25 +1,28 @@
-"""What can go wrong in the quiz service, as exceptions the controllers map to HTTP.
+"""What can go wrong in the quiz service: the quiz's members of the one error family.
 
-The service modules raise these (no HTTP in sight); ``services.quiz.controllers``
-turns each into the one JSON error shape with the status code named here.
+The service modules raise these (no HTTP in sight); the app factory's one handler
+(``services.common.web``) turns each into the JSON error body with the status
+named here (see ``services.common.errors``).
 """
 
 from __future__ import annotations
 
-import asyncio
+from services.common.errors import DB_DOWN_ERRORS, RETRY_SOON, ServiceError
 
-import asyncpg
+__all__ = [
+    "DB_DOWN_ERRORS",
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "QuizError",
+    "TooManyGuesses",
+    "Unavailable",
+]
 
 
-class QuizError(Exception):
-    """Base: ``status_code`` is what the HTTP layer answers."""
-
-    status_code = 400
-
-    def __init__(self, detail: str, field: str | None = None):
-        super().__init__(detail)
-        self.detail = detail
-        self.field = field
+class QuizError(ServiceError):
+    """Base of the quiz service's errors; ``field`` names the offending field."""
 
 
 class Invalid(QuizError):
@@ -46,18 +49,15 @@ class Conflict(QuizError):
     status_code = 409
 
 
+class TooManyGuesses(QuizError):
+    """Too many wrong join codes from one address; ``headers`` carry Retry-After."""
+
+    status_code = 429
+    detail = "Too many wrong join codes from this address, retry later"
+
+
 class Unavailable(QuizError):
-    """PostgreSQL cannot be reached: the request can be retried."""
+    """The request can be retried in a second (PostgreSQL busy or unreachable)."""
 
     status_code = 503
-
-
-# Errors that mean "the database is not reachable now" (not a bug in a query).
-DB_DOWN_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.OperatorInterventionError,  # shutting down, cannot connect now
-    asyncpg.TooManyConnectionsError,
-)
+    headers = RETRY_SOON

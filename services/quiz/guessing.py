@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 
 from litestar import Request
-from litestar.exceptions import TooManyRequestsException
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.common.settings import get_settings
+from services.quiz.errors import TooManyGuesses
 
 log = logging.getLogger("quizrt.quiz.guessing")
 
@@ -44,10 +44,7 @@ async def refuse_if_guessing(redis: Redis, address: str) -> None:
         return
     if misses is not None and int(misses) >= s.join_code_misses:
         retry = max(1, int(ttl)) if ttl and int(ttl) > 0 else s.join_code_window_s
-        raise TooManyRequestsException(
-            "Too many wrong join codes from this address, retry later",
-            headers={"Retry-After": str(retry)},
-        )
+        raise TooManyGuesses(headers={"Retry-After": str(retry)})
 
 
 async def count_miss(redis: Redis, address: str) -> None:
