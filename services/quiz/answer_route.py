@@ -27,6 +27,7 @@ import msgspec
 
 from contracts import AnswerIn
 from services.common.auth import Caller, verifier
+from services.common.metrics import Counter
 from services.common.ranking import now_ms
 from services.quiz import answers
 from services.quiz.errors import DB_DOWN_ERRORS, QuizError
@@ -42,6 +43,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PREFIX = "/api/quiz/sessions/"
 SUFFIX = "/answers"
 MAX_BODY = 64 * 1024  # larger bodies go to Litestar (nginx caps answers at 4 KiB)
+
+SHORT_WAY = Counter(
+    "quizrt_answers_short_way", "Answers the lean route took past Litestar's request handling"
+)
 
 _decode = msgspec.json.Decoder(AnswerIn, strict=True).decode
 _encode = msgspec.json.encode
@@ -150,6 +155,7 @@ def lean_answers(inner: ASGIApp) -> ASGIApp:
             await inner(scope, _replay(messages, receive), send)
             return
         now = now_ms()  # the answer's arrival on the server clock
+        SHORT_WAY.inc()
         try:
             reply = await answers.submit_once(caller, sid, data, now)
         except Exception as e:
