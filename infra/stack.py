@@ -998,6 +998,9 @@ def nginx_text(values: dict[str, str]) -> str:
             burst = int(b or burst)
         values.setdefault(f"RATE_{name}", rate)
         values.setdefault(f"BURST_{name}", str(burst))
+    from services.iam.gateway import POLICY, Policy
+
+    values.setdefault("GATEWAY_CLASSES", Policy(POLICY).nginx_classes())
     text = (ROOT / "infra/nginx/nginx.conf.template").read_text()
     for k, v in values.items():
         text = text.replace("{{" + k + "}}", v)

@@ -73,6 +73,11 @@ class TokenVerifier:
                 r.raise_for_status()
                 self.load_jwks(r.json())
 
+    def cached(self, token: str) -> Caller | None:
+        """The caller of a token this process verified and that has not expired yet."""
+        hit = self._cache.get(token)
+        return hit[0] if hit is not None and hit[1] > time.time() else None
+
     async def verify(self, token: str) -> Caller:
         """Caller of a valid access token; raises AuthError otherwise."""
         return (await self.verify_until(token))[0]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
@@ -49,10 +50,16 @@ _started = False
 _lock = threading.Lock()
 
 
+_hops: dict[str, Any] = {}  # hop -> its labelled histogram (labels() is slow per call)
+
+
 def observe_ms(hop: str, start_ms: int, end_ms: int) -> None:
     """Record one hop from two wall-clock times in ms (skipped when either is unknown)."""
     if start_ms > 0 and end_ms >= start_ms:
-        HOP.labels(hop).observe((end_ms - start_ms) / 1000)
+        child = _hops.get(hop)
+        if child is None:
+            child = _hops[hop] = HOP.labels(hop)
+        child.observe((end_ms - start_ms) / 1000)
 
 
 def serve(port: int | None = None) -> int:

@@ -10,8 +10,18 @@ The verdict is a status (2xx pass, 401, 403) plus headers nginx reads:
 - refused: ``X-Gateway-Detail`` (the JSON error's detail) and, for a route that
   does not exist or a method it does not take, ``X-Gateway-Status`` 404/405
   (auth_request only knows 401 and 403, so nginx turns that 403 into it);
-- ``X-Accel-Expires``: how long nginx may cache this verdict for this token,
-  method and path; never past the token's ``exp``, 0 when it must not be cached.
+- ``X-Accel-Expires``: how long nginx may cache this verdict; never past the
+  token's ``exp``, 0 when it must not be cached.
+
+nginx caches a verdict per token and *route class*: the access rule (public,
+caller, host) of the ``POLICY`` row the method and path match, so one check of a
+player's token serves every caller route (each session's answers, its question,
+its board) instead of one per path. ``Policy.nginx_classes`` renders the map nginx
+computes the class with from this same table, tagged with the table's fingerprint;
+nginx sends the class it computed (``X-Gateway-Class``) and a class that is not the
+one this table gives the request is refused uncached (a gateway rendered from
+another table). Requests no row takes (404/405, OPTIONS) are cached per method and
+path as before.
 
 ``POLICY`` is the one table of who may call what; the services keep their own
 checks (the session's host, a participant) and verify the token again.
@@ -20,6 +30,7 @@ checks (the session's host, a participant) and verify the token again.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import math
 import re
@@ -103,6 +114,16 @@ class NoRoute(Exception):
 class Policy:
     def __init__(self, routes: tuple[Route, ...]):
         self.routes = [(r, r.pattern()) for r in routes]
+        text = "\n".join(f"{r.method} {r.path} {r.access.value}" for r in routes)
+        self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def _route(self, method: str, path: str) -> Route | None:
+        """The first row of this method (HEAD is GET) whose path matches."""
+        method = "GET" if method == "HEAD" else method
+        for route, pattern in self.routes:
+            if route.method == method and pattern.fullmatch(path):
+                return route
+        return None
 
     def access(self, method: str, path: str) -> Access:
         """The access rule of ``method path``; raises NoRoute (404/405) for neither."""
@@ -116,6 +137,30 @@ class Policy:
                     return Access.PUBLIC
                 seen_path = True
         raise NoRoute(405 if seen_path else 404)
+
+    def class_name(self, access: Access) -> str:
+        return f"{access.value}.{self.fingerprint}"
+
+    def cache_class(self, method: str, path: str) -> str:
+        """What nginx keys this request's verdict with (besides the token): the
+        route class, or the method and path when no row takes them."""
+        route = self._route(method, path)
+        return f"{method} {path}" if route is None else self.class_name(route.access)
+
+    def nginx_classes(self) -> str:
+        """The entries of nginx's map from ``"$request_method $gw_path"`` to the
+        route class: one regex per row, in the table's order (nginx takes the first
+        regex that matches, as ``_route`` takes the first row)."""
+        lines = []
+        for route, pattern in self.routes:
+            if route.method == "HEAD":
+                continue  # never taken: a HEAD request is judged as a GET (above)
+            methods = "(GET|HEAD)" if route.method == "GET" else route.method
+            regex = f"~^{methods} {pattern.pattern}$"
+            if '"' in regex:
+                raise ValueError(f"cannot render {route.path!r} for nginx")
+            lines.append(f'        "{regex}" "{self.class_name(route.access)}";')
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -151,7 +196,14 @@ class Gatekeeper:
         self.policy = policy
         self.verifier = verifier
 
-    async def decide(self, method: str, path: str, authorization: str) -> Verdict:
+    async def decide(
+        self, method: str, path: str, authorization: str, cache_class: str | None = None
+    ) -> Verdict:
+        """``cache_class``: what nginx keys the verdict with (``X-Gateway-Class``);
+        refused uncached unless it is what this table gives the request."""
+        if cache_class is not None and cache_class != self.policy.cache_class(method, path):
+            log.error("gateway class %r for %s %s is not this table's", cache_class, method, path)
+            return Verdict(HTTP_500_INTERNAL_SERVER_ERROR, {"X-Accel-Expires": "0"})
         try:
             access = self.policy.access(method, path)
         except NoRoute as e:
@@ -214,5 +266,6 @@ class GatewayController(Controller):
             h.get("x-original-method", ""),
             h.get("x-original-uri", ""),
             h.get("authorization", ""),
+            h.get("x-gateway-class"),
         )
         return Response(b"", status_code=v.status, headers=v.headers)

@@ -51,7 +51,7 @@ from services.common.metrics import observe_ms
 from services.common.redis import get_redis
 from services.common.settings import get_settings
 from services.quiz import held
-from services.quiz.content import QuizContent, load_quiz, parse_id
+from services.quiz.content import Question, QuizContent, load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, NotFound, QuizError, Unavailable
 from services.quiz.scoring import score_answer
 from services.quiz.sessions import GRACE_MS
@@ -223,17 +223,32 @@ async def _check(
     hold = row["mode"] == "live" and bool(row["hold_results"])
     if row["reply"] is not None and not hold:
         return stored_reply(row["reply"])
-    quiz = quizzes.get(row["quiz_id"])
-    if quiz is None:
-        quiz = await load_quiz(conn, row["quiz_id"])
-        assert quiz is not None
-        quizzes[row["quiz_id"]] = quiz
+    quiz = await _quiz_of(conn, row["quiz_id"], quizzes)
     index = quiz.index_of.get(a.data.question_id)
     # Held results: while the question is open, replies (repeats too) are held.
     holding = hold and index is not None and held.is_open(row, index, a.now, GRACE_MS)
     if row["reply"] is not None:
         body = stored_reply(row["reply"])
         return held.held_reply(body) if holding else body
+    index, q, opened = _open_question(row, quiz, index, a.now)
+    return _scored(k, a, row, q, index, opened, holding)
+
+
+async def _quiz_of(conn: Any, quiz_id: Any, quizzes: dict[Any, QuizContent]) -> QuizContent:
+    """The quiz's content, loaded once per batch (by the row's quiz id: no str())."""
+    quiz = quizzes.get(quiz_id)
+    if quiz is None:
+        quiz = await load_quiz(conn, quiz_id)
+        assert quiz is not None
+        quizzes[quiz_id] = quiz
+    return quiz
+
+
+def _open_question(
+    row: Any, quiz: QuizContent, index: int | None, now: int
+) -> tuple[int, Question, int]:
+    """The index, the question and when it opened for this player, if it is open for
+    them at ``now``; raises Conflict otherwise."""
     if row["state"] != "running":
         raise Conflict("The session is not running")
     if index is None:
@@ -250,8 +265,16 @@ async def _check(
             raise Conflict("That question was not given to you")
         opened = row["handed_ms"]
         deadline = opened + q.time_limit_s * 1000
-    if a.now > deadline + GRACE_MS:
+    if now > deadline + GRACE_MS:
         raise Conflict("Past the deadline")
+    return index, q, opened
+
+
+def _scored(
+    k: int, a: Answer, row: Any, q: Question, index: int, opened: int, holding: bool
+) -> _Plan:
+    """The answer scored (``score_answer``, the one definition) against the player's
+    row as the batch read it."""
     elapsed = max(a.now - opened, 0)
     correct = a.data.choice == q.answer
     streak_before = row["streak"] if index == row["last_index"] + 1 else 0
