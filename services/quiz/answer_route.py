@@ -14,7 +14,7 @@ does not decode (400/422 with the field named), a missing, malformed or not yet
 verified token (Litestar's guard verifies it, caches it, and answers 401 itself), a
 second ``Authorization`` header, another method or path. So every error a client can
 provoke before scoring keeps Litestar's status and JSON body; the errors of scoring
-itself are answered here in the controller's shape (``_quiz_error``, ``_db_down``).
+itself get the error family's one body (``services.common.errors``).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from typing import Any
 import msgspec
 
 from contracts import AnswerIn
+from services.common import errors
 from services.common.auth import Caller, verifier
+from services.common.clock import now_ms
+from services.common.errors import DB_DOWN_ERRORS, DatabaseUnavailable, ServiceError
 from services.common.metrics import Counter
-from services.common.ranking import now_ms
 from services.quiz import answers
-from services.quiz.errors import DB_DOWN_ERRORS, QuizError
 
 log = logging.getLogger("quizrt.quiz.answer_route")
 
@@ -83,17 +84,13 @@ def cached_caller(scope: Scope) -> Caller | None:
 
 
 def error_body(exc: Exception) -> tuple[int, bytes, bool]:
-    """(status, JSON body, retryable) of a scoring error, as the controller answers it."""
-    if isinstance(exc, QuizError):
-        body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
-        if exc.field:
-            body["detail"] = f"{exc.detail} (field `{exc.field}`)"
-            body["extra"] = [{"key": exc.field, "message": exc.detail}]
-        return exc.status_code, _encode(body), exc.status_code == 503
+    """(status, JSON body, retryable) of a scoring error: the error family's one body."""
     if isinstance(exc, DB_DOWN_ERRORS):
-        body = {"status_code": 503, "detail": "Database unavailable, retry later"}
-        return 503, _encode(body), True
-    return 500, _encode({"status_code": 500, "detail": "Internal server error"}), False
+        exc = DatabaseUnavailable()
+    if isinstance(exc, ServiceError):
+        body = errors.error_body(exc.status_code, exc.message(), exc.extra())
+        return exc.status_code, _encode(body), exc.status_code == 503
+    return 500, _encode(errors.error_body(500, "Internal server error")), False
 
 
 async def _send(send: Send, status: int, body: bytes, retry: bool = False) -> None:
