@@ -24,6 +24,22 @@ from services.common.settings import get_settings
 from tests.support.api import Api, join
 
 
+def score_change(**override: object) -> ScoreChange:
+    """A SCORE_CHANGE record: placeholder fields, ``override`` the ones that matter."""
+    fields: dict[str, object] = {
+        "answer_id": "a",
+        "session_id": "s",
+        "user_id": "u",
+        "nickname": "n",
+        "question_id": "q",
+        "correct": True,
+        "points": 1,
+        "total": 1,
+        "answered_ms": 1,
+    }
+    return msgspec.convert({**fields, **override}, ScoreChange)
+
+
 def questions(n: int, *, limit_s: int = 5, points: int = 1000, choices: int = 3) -> list[dict]:
     """``n`` questions; question i's answer is choice ``i % choices``."""
     return [
@@ -250,13 +266,12 @@ class Board:
         )
         _, _, version = await write_score(get_redis(), s.id, user_id, total, reached)
         s.scores[user_id] = total
-        event = ScoreChange(
+        event = score_change(
             answer_id=uuid.uuid4().hex,
             session_id=s.id,
             user_id=user_id,
             nickname="",
             question_id="q0",
-            correct=True,
             points=points,
             total=total,
             answered_ms=int(time.time() * 1000),
