@@ -79,10 +79,27 @@ def new_player(
     return p
 
 
+async def connected(
+    made: list[Player], url: str, token: str | None, transports: list[str] | None = None
+) -> Player:
+    """A new player, connected to ``url``."""
+    p = new_player(made, token, transports)
+    await p.connect(url)
+    return p
+
+
 async def new_session(api: Api, board: Board, n: int, **kw: Any) -> Session:
     host = api.host()
     guests = [api.guest() for _ in range(n)]
     return await board.session(host, guests, **kw)
+
+
+async def first_player(
+    api: Api, board: Board, made: list[Player], url: str, n: int
+) -> tuple[Session, Player]:
+    """A new session of ``n`` guests, and its first player connected to ``url``."""
+    s = await new_session(api, board, n)
+    return s, await connected(made, url, s.players[0]["access_token"])
 
 
 # --------------------------------------------------------------------------- connect
@@ -163,8 +180,7 @@ async def test_join_ack_carries_state_question_and_current_snapshot(
     await game.answer(aio_http, 1)
     await game.answer(aio_http, 2, correct=False)
 
-    p = new_player(players, game.players[0]["access_token"], transports)
-    await p.connect(base_url)
+    p = await connected(players, base_url, game.players[0]["access_token"], transports)
     ack = await p.join(game.id)
     assert ack["ok"] is True, ack
     assert (ack["state"], ack["mode"], ack["role"]) == ("running", "live", "player")
@@ -178,8 +194,7 @@ async def test_join_ack_carries_state_question_and_current_snapshot(
     assert q["question_id"] == qid and q["index"] == 0 and q["count"] == 3
     assert q["deadline_ms"] > q["server_time_ms"] and "answer" not in q
 
-    host = new_player(players, game.host["access_token"], transports)
-    await host.connect(base_url)
+    host = await connected(players, base_url, game.host["access_token"], transports)
     ack = await host.join(game.id)
     assert ack["ok"] is True and ack["role"] == "host", ack
 
@@ -188,8 +203,7 @@ async def test_join_is_refused_to_outsiders_and_malformed_payloads(
     api: Api, board: Board, base_url: str, players: list[Player]
 ) -> None:
     s = await new_session(api, board, 1)
-    outsider = new_player(players, api.guest()["access_token"])
-    await outsider.connect(base_url)
+    outsider = await connected(players, base_url, api.guest()["access_token"])
     assert await outsider.join(s.id) == {"ok": False, "error": outsider_error()}
     assert (await outsider.join(str(uuid.uuid4())))["error"] == "unknown session"
     assert (await outsider.join("not-a-uuid"))["error"] == "unknown session"
@@ -208,9 +222,7 @@ def outsider_error() -> str:
 async def test_excess_events_are_dropped(
     api: Api, board: Board, base_url: str, players: list[Player]
 ) -> None:
-    s = await new_session(api, board, 1)
-    p = new_player(players, s.players[0]["access_token"])
-    await p.connect(base_url)
+    s, p = await first_player(api, board, players, base_url, 1)
     rate = get_settings().sio_events_per_second  # a token bucket per socket, burst = rate
     count = rate * 3
     for _ in range(4):
@@ -286,9 +298,7 @@ async def test_players_on_both_processes_receive_the_same_events_in_order(
 async def test_a_burst_is_coalesced_into_few_broadcasts(
     api: Api, board: Board, base_url: str, players: list[Player]
 ) -> None:
-    s = await new_session(api, board, 20)
-    p = new_player(players, s.players[0]["access_token"])
-    await p.connect(base_url)
+    s, p = await first_player(api, board, players, base_url, 20)
     assert (await p.join(s.id))["ok"]
     versions = await asyncio.gather(*(board.answer(s, s.user(i % 20), 10 + i) for i in range(300)))
     final = await p.wait_for_version(max(versions))
@@ -303,14 +313,12 @@ async def test_reconnecting_with_the_same_token_rejoins_without_a_new_player(
 ) -> None:
     game = await asyncio.to_thread(LiveGame, api, 2)
     token = game.players[0]["access_token"]
-    first = new_player(players, token)
-    await first.connect(base_url)
+    first = await connected(players, base_url, token)
     assert (await first.join(game.id))["leaderboard"]["players"] == 2
     await first.close()
     await asyncio.to_thread(game.advance)
     reply = await game.answer(aio_http, 1)  # missed while away
-    again = new_player(players, token, ["polling"])
-    await again.connect(base_url)
+    again = await connected(players, base_url, token, ["polling"])
     ack = await again.join(game.id)
     assert ack["ok"] and ack["leaderboard"]["players"] == 2
     assert ack["leaderboard"]["version"] >= reply["version"]  # the ack covers the gap
