@@ -21,7 +21,7 @@ from services.common.kafka import EventProducer, make_consumer
 from services.common.ranking import write_score
 from services.common.redis import get_redis
 from services.common.settings import get_settings
-from tests.support.api import Api, join
+from tests.support.api import Api, join, question
 
 
 def score_change(**override: object) -> ScoreChange:
@@ -98,6 +98,16 @@ class Quiz:
         r = self.api.http.post(f"/api/quiz/sessions/{session_id}/advance", headers=self.auth)
         assert r.status_code == 200, r.text
         return r.json()
+
+    def self_paced_player(self) -> tuple[str, dict, str]:
+        """A self-paced session, a guest joined to it and the question it gets first:
+        (session id, the guest's tokens, question id)."""
+        sid = self.open_session("self_paced")["id"]
+        player = self.api.guest()
+        assert join(self.api.http, player, session_id=sid).status_code == 200
+        r = question(self.api.http, player, sid)
+        assert r.status_code == 200, r.text
+        return sid, player, r.json()["question_id"]
 
 
 class LiveGame:
