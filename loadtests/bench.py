@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from loadtests import scenarios
 from loadtests.floors.measure import FloorServers, gateway_floor, http_floor, sio_floor
@@ -240,7 +241,7 @@ async def bench(args: argparse.Namespace) -> dict:
             meter = CpuMeter(all_pids, alone={"bench-driver"})
             mem = {"before_mb": rss_mb(sio_pids(pids))}
 
-            def on_phase(name: str, meter=meter, mem=mem) -> None:
+            def on_phase(name: str, meter: CpuMeter = meter, mem: dict[str, Any] = mem) -> None:
                 if name == "connected":
                     mem["connected_mb"] = rss_mb(sio_pids(pids))
                 elif name == "play":

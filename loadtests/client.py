@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from loadtests.playercore import Retry, retry_after_s
+
 _json_decode = msgspec.json.decode
 _json_encode = msgspec.json.encode
 
@@ -134,20 +136,19 @@ class HttpConn:
         expect: tuple[int, ...] = (200, 201),
         retries: int = 30,
     ) -> Any:
-        """A setup call: retried on 429/502/503 (honouring Retry-After), JSON decoded."""
-        for _ in range(retries):
+        """A setup call: retried as ``playercore.Retry`` says (429 and 5xx, honouring
+        Retry-After), JSON decoded."""
+        retry = Retry(first=0.2, tries=retries, most_hint=1.0, jitter=True, give_up_after=600)
+        while True:
             status, data, retry_after = await self.request(method, path, body, token)
             if status in expect:
                 return _json_decode(data) if data else None
-            if status in (429, 502, 503):
-                await asyncio.sleep(min(float(retry_after or 0.2), 1.0) * (0.5 + _jitter()))
-                continue
-            raise HttpError(status, data, f"{method} {path}")
-        raise HttpError(status, data, f"{method} {path} (still refused after {retries} tries)")
-
-
-def _jitter() -> float:
-    return int.from_bytes(os.urandom(2), "little") / 65535
+            if not retry.again(status, retry_after_s(retry_after)):
+                break
+            await asyncio.sleep(retry.wait)
+        if retry.gave_up:
+            raise HttpError(status, data, f"{method} {path} (still refused after {retries} tries)")
+        raise HttpError(status, data, f"{method} {path}")
 
 
 # --------------------------------------------------------------------------- socket.io

@@ -42,6 +42,7 @@ from locust.clients import HttpSession
 from locust.contrib.socketio import SocketIOUser
 
 from loadtests import scenarios
+from loadtests.playercore import Retry, join_reply, retry_after_s
 from loadtests.scenarios import Scenario, correct_choice, quiz_body
 from loadtests.tracker import LeaderboardTracker
 
@@ -92,19 +93,20 @@ def scenario_of(environment: Any) -> Scenario:
 
 
 def _call(http: HttpSession, method: str, path: str, name: str, **kw: Any) -> Any:
-    """A setup call, retried on 429/502/503 with its Retry-After."""
-    for _ in range(30):
+    """A setup call, retried as ``playercore.Retry`` says (429 and 5xx, Retry-After)."""
+    retry = Retry(first=0.5, tries=30, jitter=True, give_up_after=600)
+    while True:
         with http.request(method, path, name=name, catch_response=True, **kw) as r:
             if r.status_code in (200, 201):
                 r.success()
                 return r.json()
-            if r.status_code in (429, 502, 503):
+            if retry.again(r.status_code, retry_after_s(r.headers.get("Retry-After"))):
                 r.success()  # expected back-pressure during setup; retried below
-                gevent.sleep(float(r.headers.get("Retry-After", 0.5)) * random.uniform(0.5, 1))
+                gevent.sleep(retry.wait)
                 continue
             r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
-            raise RuntimeError(f"{method} {path}: HTTP {r.status_code}")
-    raise RuntimeError(f"{method} {path}: still refused")
+        refused = "still refused" if retry.gave_up else f"HTTP {r.status_code}"
+        raise RuntimeError(f"{method} {path}: {refused}")
 
 
 class HostDriver(HttpUser):
@@ -250,8 +252,8 @@ class Player(SocketIOUser):
             transports=["websocket"],
             wait_timeout=20,
         )
-        ack = self.sio.call("join", {"session_id": self.session_id}, timeout=20)
-        self.tracker.ack_version = int(((ack or {}).get("leaderboard") or {}).get("version") or 0)
+        reply = join_reply(self.sio.call("join", {"session_id": self.session_id}, timeout=20))
+        self.tracker.ack_version = reply.version
         WORLD.trackers.setdefault(self.session_id, []).append(self.tracker)
         WORLD.joined += 1
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from loadtests.client import HttpConn, SioSocket
+from loadtests.playercore import Retry, join_reply, retry_after_s
 from loadtests.scenarios import Scenario, correct_choice
 from loadtests.tracker import LeaderboardTracker
 
@@ -111,11 +113,15 @@ class Player:
             "POST", "/api/quiz/sessions/join", {"session_id": self.session_id}, self.token
         )
         await self.sock.connect(self.host, self.port, self.token)
-        ack = await self.sock.call("join", {"session_id": self.session_id})
-        if not isinstance(ack, dict) or not ack.get("ok", True):
-            raise RuntimeError(f"join refused: {ack}")
-        board = ack.get("leaderboard") or {}
-        self.tracker.ack_version = int(board.get("version") or 0)
+        retry = Retry(first=0.2, tries=30, jitter=True, give_up_after=600)
+        while True:
+            reply = join_reply(await self.sock.call("join", {"session_id": self.session_id}))
+            if reply.ok:
+                break
+            if reply.retry_after is None or not retry.again(429, reply.retry_after):
+                raise RuntimeError(f"join refused: {reply.error}")
+            await asyncio.sleep(retry.wait)
+        self.tracker.ack_version = reply.version
 
     # ---- events
 
@@ -138,7 +144,7 @@ class Player:
         elif name == "session_ended":
             self.ended.set()
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -183,14 +189,16 @@ class Player:
         """Self-paced: ask for the next question, think, answer; until none is left."""
         base = f"/api/quiz/sessions/{self.session_id}"
         while True:
-            status, body, retry = await self.http.request(
-                "GET", f"{base}/question", token=self.token
-            )
+            retry = Retry(first=0.5, most=2.0, give_up_after=60)
+            while True:
+                status, body, hint = await self.http.request(
+                    "GET", f"{base}/question", token=self.token
+                )
+                if not retry.again(status, retry_after_s(hint)):
+                    break
+                await asyncio.sleep(retry.wait)
             if status == 409:
                 return
-            if status in (429, 502, 503):
-                await asyncio.sleep(float(retry or 0.5))
-                continue
             if status != 200:
                 self.stats.error(f"question HTTP {status}: {body[:160]!r}")
                 return

@@ -164,7 +164,7 @@ def _le(a: float | None, b: float) -> bool | None:
     return None if a is None else a <= b
 
 
-def _f(x, unit: str = "") -> str:
+def _f(x: object, unit: str = "") -> str:
     if x is None:
         return "n/a"
     if isinstance(x, float):

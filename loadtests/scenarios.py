@@ -78,65 +78,26 @@ class Scenario:
         return {**asdict(self), "description": self.description}
 
 
+# One row a scenario: name, mode, players, sessions, questions, time limit (s), answer
+# window (s); then the exceptions to the defaults.
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
-        Scenario(
-            "classroom",
-            "live",
-            players=30,
-            sessions=1,
-            questions=5,
-            time_limit_s=10,
-            answer_after_s=(0.5, 8.0),
-        ),
-        Scenario(
-            "stadium",
-            "live",
-            players=1000,
-            sessions=1,
-            questions=5,
-            time_limit_s=10,
-            answer_after_s=(0.3, 9.0),
-        ),
-        Scenario(
-            "many-rooms",
-            "live",
-            players=2000,
-            sessions=20,
-            questions=5,
-            time_limit_s=10,
-            answer_after_s=(0.3, 9.3),
-        ),
-        Scenario(
-            "self-paced",
-            "self_paced",
-            players=1000,
-            sessions=100,
-            questions=5,
-            time_limit_s=20,
-            answer_after_s=(2.0, 8.0),
-        ),
+        Scenario("classroom", "live", 30, 1, 5, 10, (0.5, 8.0)),
+        Scenario("stadium", "live", 1000, 1, 5, 10, (0.3, 9.0)),
+        Scenario("many-rooms", "live", 2000, 20, 5, 10, (0.3, 9.3)),
+        Scenario("self-paced", "self_paced", 1000, 100, 5, 20, (2.0, 8.0)),
         Scenario(
             "stadium-5000",
             "live",
-            players=5000,
-            sessions=1,
-            questions=3,
-            time_limit_s=10,
-            answer_after_s=(0.3, 9.0),
+            5000,
+            1,
+            3,
+            10,
+            (0.3, 9.0),
             note="the moonshot: one live game of 5,000 players on this one machine",
         ),
-        Scenario(
-            "spike",
-            "live",
-            players=2000,
-            sessions=20,
-            questions=3,
-            time_limit_s=10,
-            answer_after_s=(0.0, 1.0),
-            stagger=False,
-        ),
+        Scenario("spike", "live", 2000, 20, 3, 10, (0.0, 1.0), stagger=False),
     ]
 }
 

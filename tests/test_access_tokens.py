@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 import socketio
 
-from tests.chaos.game import Game, Plan
+from tests.chaos.game import Game, Plan, started
 from tests.support.tokens import claims, hostile_tokens, keyring, sign
 
 pytestmark = pytest.mark.stack
@@ -24,19 +24,15 @@ pytestmark = pytest.mark.stack
 @pytest_asyncio.fixture(scope="module")
 async def game(base_url: str) -> AsyncIterator[Game]:
     """A live session in the lobby with two joined players (no sockets)."""
-    g = Game(base_url, Plan(players=2, questions=2, mode="live", time_limit_s=5))
-    await g.setup(connect=False)
-    yield g
-    await g.close()
+    async with started(base_url, Plan(players=2, questions=2, mode="live", time_limit_s=5)) as g:
+        yield g
 
 
 @pytest_asyncio.fixture(scope="module")
 async def other_game(base_url: str) -> AsyncIterator[Game]:
     """A second session with its own host and player."""
-    g = Game(base_url, Plan(players=1, questions=1, mode="live", time_limit_s=5))
-    await g.setup(connect=False)
-    yield g
-    await g.close()
+    async with started(base_url, Plan(players=1, questions=1, mode="live", time_limit_s=5)) as g:
+        yield g
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -134,7 +134,9 @@ class Terminal:
             subprocess.run([*self.tmux, "send-keys", "-t", "t", k], check=True)
             time.sleep(0.3)
 
-    def wait(self, check, timeout_s: float = 120, every: tuple[str, ...] = ()) -> str:
+    def wait(
+        self, check: Callable[[str], bool], timeout_s: float = 120, every: tuple[str, ...] = ()
+    ) -> str:
         """Poll the screen until ``check(screen)``; send ``every`` keys now and then."""
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()

@@ -15,6 +15,7 @@ import pytest
 from contracts import events as ev
 from contracts import http
 from infra.schemas import DOCS, SERVICES, main, render, stale, write
+from tests.support.game import score_change
 
 
 @pytest.fixture(scope="module")
@@ -188,17 +189,7 @@ def test_token_pair_shape_follows_the_protocol() -> None:
 
 
 def test_kafka_events_round_trip_with_their_schema_version() -> None:
-    change = ev.ScoreChange(
-        answer_id="a",
-        session_id="s",
-        user_id="u",
-        nickname="n",
-        question_id="q",
-        correct=True,
-        points=900,
-        total=1900,
-        answered_ms=1,
-    )
+    change = score_change(points=900, total=1900)
     raw = msgspec.json.encode(change)
     assert json.loads(raw)["schema_version"] == ev.SCHEMA_VERSION
     assert ev.decode_score_change(raw) == change

@@ -9,6 +9,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -31,8 +32,8 @@ async def board() -> AsyncIterator[Board]:
 # QUIZRT_FANOUT_ROUNDS=N repeats the test (to look for rare reorderings or losses).
 @pytest.mark.parametrize("round_", range(int(os.environ.get("QUIZRT_FANOUT_ROUNDS", "1"))))
 async def test_back_to_back_room_events_reach_every_transport_on_both_processes_in_order(
-    api: Api, board: Board, stack_dir, round_: int
-):
+    api: Api, board: Board, stack_dir: Path, round_: int
+) -> None:
     s = await board.session(api.host(), [api.guest() for _ in range(5)])
     ports = sio_ports(stack_dir)
     assert len(ports) >= 2

@@ -12,7 +12,7 @@ def scenario(a2l_p99: float, **p99: float) -> dict:
     }
 
 
-def test_the_hop_with_the_largest_p99_breaks_the_budget_only_when_it_is_exceeded():
+def test_the_hop_with_the_largest_p99_breaks_the_budget_only_when_it_is_exceeded() -> None:
     r = scenario(240, ack_read=20, read_emit=30, emit_client=180)
     assert "emitted -> at the client" in hop_verdict(r, 100)
     assert hop_verdict(r, 100).startswith("**")
@@ -20,7 +20,7 @@ def test_the_hop_with_the_largest_p99_breaks_the_budget_only_when_it_is_exceeded
     assert hop_verdict(scenario(50), 100) == "no traces"
 
 
-def test_budgets_and_the_table():
+def test_budgets_and_the_table() -> None:
     assert a2l_budget_ms("many-rooms", {}) == 100
     assert a2l_budget_ms("stadium", {"bare_emit_last_client_p50_ms": 60}) == 90
     assert a2l_budget_ms("classroom", {}) is None

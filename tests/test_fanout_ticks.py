@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Any
 
 from contracts import HopTrace, LeaderboardEntry, LeaderboardSnapshot
 from services.leaderboard.ticks import OffsetLedger, SessionTicks
@@ -55,7 +56,7 @@ class Boards:
         return [s.version for _, s, _ in self.sent if s.session_id == sid]
 
 
-def ticks(boards: Boards, ledger: OffsetLedger | None = None, **kw) -> SessionTicks:
+def ticks(boards: Boards, ledger: OffsetLedger | None = None, **kw: Any) -> SessionTicks:
     covered = ledger.covered if ledger is not None else (lambda sid, seq: None)
     return SessionTicks(boards.read, boards.send, covered, tick_s=TICK, **kw)
 
@@ -67,7 +68,7 @@ async def settle(t: SessionTicks, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_burst_is_sent_at_most_once_per_tick_and_ends_on_the_newest():
+async def test_a_burst_is_sent_at_most_once_per_tick_and_ends_on_the_newest() -> None:
     b = Boards()
     t = ticks(b)
     t0 = time.monotonic()
@@ -89,7 +90,7 @@ async def test_a_burst_is_sent_at_most_once_per_tick_and_ends_on_the_newest():
     await t.stop()
 
 
-async def test_an_unchanged_top_10_is_held_but_the_final_snapshot_is_never_dropped():
+async def test_an_unchanged_top_10_is_held_but_the_final_snapshot_is_never_dropped() -> None:
     b = Boards()
     t = ticks(b, hold_s=10.0)
     b.change("s", [("a", 5)], players=3)
@@ -109,7 +110,7 @@ async def test_an_unchanged_top_10_is_held_but_the_final_snapshot_is_never_dropp
     await t.stop()
 
 
-async def test_a_held_snapshot_goes_out_within_hold_s_while_answers_keep_coming():
+async def test_a_held_snapshot_goes_out_within_hold_s_while_answers_keep_coming() -> None:
     b = Boards()
     t = ticks(b, hold_s=0.2)
     b.change("s", [("a", 5)])
@@ -130,7 +131,7 @@ async def test_a_held_snapshot_goes_out_within_hold_s_while_answers_keep_coming(
     await t.stop()
 
 
-async def test_sessions_do_not_wait_behind_a_slow_one():
+async def test_sessions_do_not_wait_behind_a_slow_one() -> None:
     b = Boards()
     t = ticks(b)
     b.slow["slow"] = 0.5
@@ -148,7 +149,7 @@ async def test_sessions_do_not_wait_behind_a_slow_one():
     await t.stop()
 
 
-async def test_the_budget_stretches_every_sessions_tick_evenly():
+async def test_the_budget_stretches_every_sessions_tick_evenly() -> None:
     b = Boards()
     # 4 sessions of 1,000 players and a budget of 20,000/s: 4,000 per round of
     # broadcasts, so at most 5 rounds a second (0.2 s ticks) instead of 33.
@@ -168,7 +169,7 @@ async def test_the_budget_stretches_every_sessions_tick_evenly():
     await t.stop()
 
 
-async def test_a_failed_send_is_retried_and_offsets_wait_for_every_session():
+async def test_a_failed_send_is_retried_and_offsets_wait_for_every_session() -> None:
     b = Boards()
     ledger = OffsetLedger()
     t = ticks(b, ledger)
@@ -189,7 +190,7 @@ async def test_a_failed_send_is_retried_and_offsets_wait_for_every_session():
     await t.stop()
 
 
-def test_ledger_releases_batches_in_order_only():
+def test_ledger_releases_batches_in_order_only() -> None:
     ledger = OffsetLedger()
     ledger.add(1, {"p0": 5, "p1": 3}, {"a"})
     ledger.add(2, {"p0": 9}, {"b"})

@@ -187,6 +187,13 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _guest_and_hostile_tokens(api: Api, stack_dir: Path) -> tuple[dict, dict[str, str]]:
+    """A new guest, and the tokens every service must refuse made from its own."""
+    player = api.guest()
+    ring = keyring(stack_dir)
+    return player, hostile_tokens(ring, player["access_token"], player["user"]["id"])
+
+
 def _marker_calls(marker: str) -> list[tuple[str, str, dict | None]]:
     """Calls that need a caller, each on a path naming ``marker``."""
     return [
@@ -200,12 +207,8 @@ def _marker_calls(marker: str) -> list[tuple[str, str, dict | None]]:
 def test_refused_tokens_never_reach_a_service(
     http: httpx.Client, api: Api, stack_dir: Path
 ) -> None:
-    ring = keyring(stack_dir)
-    player = api.guest()
-    tokens = {
-        **hostile_tokens(ring, player["access_token"], player["user"]["id"]),
-        "garbage": "not.a.token",
-    }
+    player, hostile = _guest_and_hostile_tokens(api, stack_dir)
+    tokens = {**hostile, "garbage": "not.a.token"}
     markers = {}
     for name, token in tokens.items():
         marker = f"refused-{uuid.uuid4().hex[:12]}"
@@ -251,9 +254,8 @@ def test_wrong_role_is_refused_on_every_host_route_before_any_service(
 def test_a_refusal_stays_refused_after_the_cache(
     http: httpx.Client, api: Api, stack_dir: Path
 ) -> None:
-    ring = keyring(stack_dir)
-    player = api.guest()
-    forged = hostile_tokens(ring, player["access_token"], player["user"]["id"])["forged signature"]
+    player, hostile = _guest_and_hostile_tokens(api, stack_dir)
+    forged = hostile["forged signature"]
     path = f"/api/quiz/sessions/{uuid.uuid4()}/question"
     for _ in range(3):  # the second and third come from nginx's verdict cache
         _assert_json_error(http.get(path, headers=_bearer(forged)), 401)
@@ -329,9 +331,7 @@ def test_public_routes_stay_public(
 def test_services_still_verify_tokens_without_the_gateway(api: Api, stack_dir: Path) -> None:
     """The second line: each service refuses hostile tokens when reached directly."""
     layout = json.loads((stack_dir / "stack.json").read_text())["layout"]
-    ring = keyring(stack_dir)
-    player = api.guest()
-    tokens = hostile_tokens(ring, player["access_token"], player["user"]["id"])
+    _, tokens = _guest_and_hostile_tokens(api, stack_dir)
     sid = str(uuid.uuid4())
     targets = [
         (layout["quiz_ports"][0], "GET", f"/api/quiz/sessions/{sid}/question"),

@@ -16,6 +16,7 @@ import uuid
 import zlib
 from typing import Any
 
+import httpx
 import pytest
 import requests
 import schemathesis
@@ -25,6 +26,7 @@ from schemathesis import GenerationMode
 from services.leaderboard.app import app as leaderboard_app
 from services.quiz.app import app as quiz_app
 from tests.chaos.secrets import remember_tokens
+from tests.support.api import Api
 
 EXAMPLES = 15
 quiz_schema = schemathesis.openapi.from_dict(quiz_app.openapi_schema.to_schema())
@@ -38,7 +40,7 @@ WHO = ("host", "player", "anonymous")
 
 
 @pytest.fixture(scope="module")
-def world(api, http) -> dict[str, Any]:
+def world(api: Api, http: httpx.Client) -> dict[str, Any]:
     """Headers of a host, a joined player and nobody; a real quiz and session."""
     host = api.host()
     player = api.guest()

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -62,7 +62,10 @@ def _limit(name: str) -> tuple[float, int]:
 
 
 async def _burst(
-    c: httpx.AsyncClient, n: int, concurrency: int, send
+    c: httpx.AsyncClient,
+    n: int,
+    concurrency: int,
+    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
 ) -> tuple[Counter, dict[int, list[float]], int, float]:
     """``n`` requests, ``concurrency`` at a time: statuses, latencies by status,
     transport errors (timeouts included), seconds."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ async def two_games(base_url: str) -> AsyncIterator[tuple[Game, Game]]:
 
 
 @pytest.fixture(autouse=True)
-def sio_processes_survive(stack_dir: Path):
+def sio_processes_survive(stack_dir: Path) -> Iterator[None]:
     """Every test here ends with the same socket.io processes alive as before it."""
     before = {n: pid for n, pid in processes(stack_dir).items() if n.startswith("sio-")}
     yield

@@ -9,7 +9,9 @@ import asyncio
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 
 from services.common import db
@@ -84,7 +86,7 @@ async def test_kafka_consumer_group_offsets_survive_restart() -> None:
     assert second == [b"second"]
 
 
-def test_nginx_config_is_valid(stack_dir) -> None:
+def test_nginx_config_is_valid(stack_dir: Path) -> None:
     from infra.stack import nginx_binary
 
     conf = stack_dir / "nginx" / "nginx.conf"
@@ -97,7 +99,7 @@ def test_nginx_config_is_valid(stack_dir) -> None:
 
 
 @pytest.mark.parametrize("service", ["iam", "quiz", "leaderboard"])
-def test_health_through_nginx(http, service: str) -> None:
+def test_health_through_nginx(http: httpx.Client, service: str) -> None:
     r = http.get(f"/api/{service}/health")
     assert r.status_code == 200
     body = r.json()
@@ -105,7 +107,7 @@ def test_health_through_nginx(http, service: str) -> None:
     assert set(body["dependencies"].values()) == {"up"}
 
 
-def test_unknown_api_path_is_json_404(http) -> None:
+def test_unknown_api_path_is_json_404(http: httpx.Client) -> None:
     r = http.get("/api/nothing/here")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/json")

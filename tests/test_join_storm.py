@@ -16,6 +16,7 @@ import pytest
 
 from loadtests.client import SioSocket
 from tests.conftest import next_loopback, unique
+from tests.support.api import Api
 from tests.support.game import Board, open_board
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -48,7 +49,9 @@ async def guests(base_url: str, n: int) -> list[dict]:
     return out
 
 
-async def test_a_storm_of_sockets_joining_at_once_all_ack_ok(base_url, api, board):
+async def test_a_storm_of_sockets_joining_at_once_all_ack_ok(
+    base_url: str, api: Api, board: Board
+) -> None:
     players = await guests(base_url, SOCKETS)
     s = await board.session(api.host(), players)
     u = urlparse(base_url)

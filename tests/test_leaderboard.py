@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
+import httpx
 import msgspec
 import pytest
 
-from contracts import ScoreChange, decode_top10
+from contracts import decode_top10
 from services.board.ranking import read_snapshots
 from services.common.kafka import make_consumer
 from services.common.redis import (
@@ -24,7 +26,7 @@ from services.common.redis import (
 )
 from services.common.settings import get_settings
 from tests.support.api import Api
-from tests.support.game import Board, Session, open_board
+from tests.support.game import Board, Session, open_board, score_change
 
 pytestmark = pytest.mark.stack
 
@@ -39,7 +41,7 @@ async def new_session(api: Api, board: Board, n: int) -> Session:
     return await board.session(api.host(), [api.guest() for _ in range(n)])
 
 
-def top(http, s: Session, tokens: dict, **params) -> tuple[int, dict]:
+def top(http: httpx.Client, s: Session, tokens: dict, **params: Any) -> tuple[int, dict]:
     r = http.get(f"/api/leaderboard/sessions/{s.id}/top", params=params, headers=Api.auth(tokens))
     return r.status_code, r.json()
 
@@ -48,7 +50,9 @@ def pairs(body: dict) -> list[tuple[str, int]]:
     return [(e["user_id"], e["score"]) for e in body["entries"]]
 
 
-async def test_top_and_rank_for_players_and_host(http, api, board):
+async def test_top_and_rank_for_players_and_host(
+    http: httpx.Client, api: Api, board: Board
+) -> None:
     s = await new_session(api, board, 4)
     await board.answer(s, s.user(2), 800)
     await board.answer(s, s.user(0), 800)  # same score, reached later: ranks below 2
@@ -79,7 +83,7 @@ async def test_top_and_rank_for_players_and_host(http, api, board):
     }
 
 
-async def test_who_may_read_and_bad_input(http, api, board):
+async def test_who_may_read_and_bad_input(http: httpx.Client, api: Api, board: Board) -> None:
     s = await new_session(api, board, 1)
     player = s.players[0]
     assert http.get(f"/api/leaderboard/sessions/{s.id}/top").status_code == 401
@@ -109,7 +113,9 @@ async def test_who_may_read_and_bad_input(http, api, board):
     assert r.status_code == 404
 
 
-async def test_a_lost_board_is_rebuilt_from_postgres_on_read(http, api, board):
+async def test_a_lost_board_is_rebuilt_from_postgres_on_read(
+    http: httpx.Client, api: Api, board: Board
+) -> None:
     s = await new_session(api, board, 3)
     await board.answer(s, s.user(1), 450)
     await board.answer(s, s.user(2), 900)
@@ -126,7 +132,10 @@ async def test_a_lost_board_is_rebuilt_from_postgres_on_read(http, api, board):
     assert r.json()["rank"] == 2 and r.json()["score"] == 450
 
 
-async def wait_until(check, timeout: float = 10.0):
+T = TypeVar("T")
+
+
+async def wait_until(check: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = await check()
@@ -136,7 +145,9 @@ async def wait_until(check, timeout: float = 10.0):
     raise AssertionError("condition not met in time")
 
 
-async def test_consumer_rebuilds_dirty_boards_and_a_redis_that_lost_its_data(board, api):
+async def test_consumer_rebuilds_dirty_boards_and_a_redis_that_lost_its_data(
+    board: Board, api: Api
+) -> None:
     s = await new_session(api, board, 2)
     await board.answer(s, s.user(0), 600)
     redis = get_redis()
@@ -174,7 +185,7 @@ async def test_consumer_rebuilds_dirty_boards_and_a_redis_that_lost_its_data(boa
     await wait_until(rebuilt_and_marked)
 
 
-async def test_top10_records_and_malformed_score_changes(board, api):
+async def test_top10_records_and_malformed_score_changes(board: Board, api: Api) -> None:
     """Garbage on SCORE_CHANGE is skipped; the next good record still gets its TOP_10."""
     s = await new_session(api, board, 2)
     settings = get_settings()
@@ -188,22 +199,7 @@ async def test_top10_records_and_malformed_score_changes(board, api):
                 (s.id, b"not json"),
                 (s.id, b'{"session_id": 5}'),
                 (s.id, msgspec.json.encode({"schema_version": 1, "session_id": "x"})),
-                (
-                    s.id,
-                    msgspec.json.encode(
-                        ScoreChange(
-                            answer_id="a",
-                            session_id="not-a-uuid",
-                            user_id="u",
-                            nickname="n",
-                            question_id="q",
-                            correct=True,
-                            points=1,
-                            total=1,
-                            answered_ms=1,
-                        )
-                    ),
-                ),
+                (s.id, msgspec.json.encode(score_change(session_id="not-a-uuid"))),
             ],
         )
         version = await board.answer(s, s.user(1), 250)

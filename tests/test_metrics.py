@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.api import Api
 from tests.support.game import LiveGame
 
 pytestmark = pytest.mark.stack
@@ -36,7 +37,7 @@ def hop_count(text: str, hop: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def test_every_process_serves_the_hop_histogram(stack_dir: Path, http: httpx.Client):
+def test_every_process_serves_the_hop_histogram(stack_dir: Path, http: httpx.Client) -> None:
     ports = metrics_ports(stack_dir)
     kinds = {name.rsplit("-", 1)[0] for name in ports}
     assert {"iam", "quiz", "leaderboard", "sio", "consumer"} <= kinds, ports
@@ -47,7 +48,9 @@ def test_every_process_serves_the_hop_histogram(stack_dir: Path, http: httpx.Cli
     assert HOP not in http.get("/metrics").text
 
 
-async def test_an_answer_is_observed_by_the_consumer_and_the_socket_tier(stack_dir, api):
+async def test_an_answer_is_observed_by_the_consumer_and_the_socket_tier(
+    stack_dir: Path, api: Api
+) -> None:
     ports = metrics_ports(stack_dir)
     consumer = [p for n, p in ports.items() if n.startswith("consumer-")]
     sio = [p for n, p in ports.items() if n.startswith("sio-")]

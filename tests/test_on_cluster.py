@@ -17,9 +17,9 @@ import pytest
 
 from services.common.redis import is_cluster
 from services.common.settings import get_settings
-from tests.chaos import report
 from tests.chaos.nodeloss import ALL
-from tests.chaos.scenarios import Ctx, Result
+from tests.chaos.report import Runs, explain
+from tests.chaos.scenarios import Ctx
 
 pytestmark = [
     pytest.mark.stack,
@@ -29,7 +29,6 @@ pytestmark = [
     ),
 ]
 
-_results: list[Result] = []
 STACK_TEXT = "PostgreSQL, Redis, Kafka as local processes"
 CLUSTER_TEXT = (
     "PostgreSQL as a local process; a Redis Cluster of 3 primaries with 1 replica each"
@@ -38,17 +37,17 @@ CLUSTER_TEXT = (
 )
 
 
+def _on_the_cluster(text: str) -> str:
+    text = text.replace(STACK_TEXT, CLUSTER_TEXT)
+    return text.replace("(`just chaos`)", "on the cluster (`just chaos-cluster`)")
+
+
+RUNS = Runs(ALL, edit=_on_the_cluster)
+
+
 @pytest.fixture(scope="module")
 def ctx(stack_dir: Path) -> Iterator[Ctx]:
-    c = Ctx.from_env(stack_dir)
-    yield c
-    out = os.environ.get("QUIZ_CHAOS_REPORT")
-    if out and _results:
-        text = report.render(_results, full=c.full).replace(STACK_TEXT, CLUSTER_TEXT)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(
-            text.replace("(`just chaos`)", "on the cluster (`just chaos-cluster`)")
-        )
+    yield from RUNS.ctx(stack_dir)
 
 
 def test_the_stack_runs_on_the_clustered_engines() -> None:
@@ -60,14 +59,7 @@ def test_the_stack_runs_on_the_clustered_engines() -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("scenario", list(ALL))
 async def test_node_loss_loses_nothing(ctx: Ctx, scenario: str) -> None:
-    result = await ALL[scenario](ctx)
-    _results.append(result)
+    result = await RUNS.play(ctx, scenario)
     v = result.verdict
-    print(
-        f"\n{result.name} ({result.seconds:.1f}s): sent {v.sent}, accepted {v.accepted},"
-        f" stored {v.stored}, counted {v.counted}, lb events {v.leaderboard_events},"
-        f" 5xx {v.server_errors}, lag p50 {v.p50_lag_s} max {v.max_lag_s},"
-        f" clients correct after {v.events_correct_s}; {'; '.join(result.notes)}"
-    )
-    assert v.ok, f"{result.name}: {result.notes}\n  " + "\n  ".join(v.problems[:30])
+    assert v.ok, explain(result)
     assert v.accepted > 0 and v.accepted == v.stored == v.counted

@@ -316,10 +316,7 @@ def test_twenty_concurrent_submissions_score_once(
     base_url: str, http: httpx.Client, api: Api
 ) -> None:
     quiz = Quiz(api, 1, limit_s=20)
-    sid = quiz.open_session("self_paced")["id"]
-    player = api.guest()
-    assert join(http, player, session_id=sid).status_code == 200
-    qid = question(http, player, sid).json()["question_id"]
+    sid, player, qid = quiz.self_paced_player()
     replies = asyncio.run(_submit_together(base_url, player, sid, qid, 20))
     assert {r.status_code for r in replies} == {200}, [r.text for r in replies]
     assert len({r.content for r in replies}) == 1  # every reply is the first one

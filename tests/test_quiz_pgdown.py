@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.api import Api, answer, join, question
+from tests.support.api import Api, answer
 from tests.support.game import Quiz
 from tests.support.stack import stack_cmd, wait_until
 
@@ -37,10 +37,7 @@ def test_postgres_down_is_503_then_answers_resume(
     http: httpx.Client, api: Api, stack_dir: Path
 ) -> None:
     quiz = Quiz(api, 2, limit_s=60)
-    sid = quiz.open_session("self_paced")["id"]
-    player = api.guest()
-    assert join(http, player, session_id=sid).status_code == 200
-    qid = question(http, player, sid).json()["question_id"]
+    sid, player, qid = quiz.self_paced_player()
     stop_postgres(stack_dir)
     try:
         r = answer(http, player, sid, qid, quiz.answer_of(0))

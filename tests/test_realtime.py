@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -70,16 +71,35 @@ async def players() -> AsyncIterator[list[Player]]:
     await asyncio.gather(*(p.close() for p in made), return_exceptions=True)
 
 
-def new_player(made: list[Player], token: str | None, transports: list[str] | None = None):
+def new_player(
+    made: list[Player], token: str | None, transports: list[str] | None = None
+) -> Player:
     p = Player(token, transports)
     made.append(p)
     return p
 
 
-async def new_session(api: Api, board: Board, n: int, **kw) -> Session:
+async def connected(
+    made: list[Player], url: str, token: str | None, transports: list[str] | None = None
+) -> Player:
+    """A new player, connected to ``url``."""
+    p = new_player(made, token, transports)
+    await p.connect(url)
+    return p
+
+
+async def new_session(api: Api, board: Board, n: int, **kw: Any) -> Session:
     host = api.host()
     guests = [api.guest() for _ in range(n)]
     return await board.session(host, guests, **kw)
+
+
+async def first_player(
+    api: Api, board: Board, made: list[Player], url: str, n: int
+) -> tuple[Session, Player]:
+    """A new session of ``n`` guests, and its first player connected to ``url``."""
+    s = await new_session(api, board, n)
+    return s, await connected(made, url, s.players[0]["access_token"])
 
 
 # --------------------------------------------------------------------------- connect
@@ -90,7 +110,7 @@ def _signed(key: Ed25519PrivateKey, kid: str, **override: object) -> str:
 
 
 @pytest.fixture(scope="module")
-def bad_tokens(stack_dir: Path, http) -> dict[str, str]:
+def bad_tokens(stack_dir: Path, http: httpx.Client) -> dict[str, str]:
     kid = http.get("/api/iam/jwks").json()["keys"][0]["kid"]
     key = keyring(stack_dir).signing_key  # the stack's own key: tokens IAM signed, but bad
     return {
@@ -102,7 +122,9 @@ def bad_tokens(stack_dir: Path, http) -> dict[str, str]:
     }
 
 
-async def test_bad_tokens_are_refused_at_connect_over_websocket(base_url, bad_tokens, players):
+async def test_bad_tokens_are_refused_at_connect_over_websocket(
+    base_url: str, bad_tokens: dict[str, str], players: list[Player]
+) -> None:
     assert "expired" in bad_tokens, "the test stack signs with a key file"
     for name, token in [*bad_tokens.items(), ("missing", None)]:
         p = new_player(players, token)
@@ -114,7 +136,7 @@ async def test_bad_tokens_are_refused_at_connect_over_websocket(base_url, bad_to
         assert not p.client.connected, name
 
 
-def polling_connect(http, token: str | None, query_token: bool = False) -> str:
+def polling_connect(http: httpx.Client, token: str | None, query_token: bool = False) -> str:
     """Engine.io handshake + socket.io CONNECT over long-polling, spoken by hand (the
     Python client waits ~20 s for its last long-poll after a refusal). Returns the
     server's answer to CONNECT: ``40{...}`` accepted, ``44{...}`` refused."""
@@ -130,7 +152,9 @@ def polling_connect(http, token: str | None, query_token: bool = False) -> str:
     return http.get(f"{path}&sid={sid}").text
 
 
-def test_bad_tokens_are_refused_at_connect_over_long_polling(http, api, bad_tokens):
+def test_bad_tokens_are_refused_at_connect_over_long_polling(
+    http: httpx.Client, api: Api, bad_tokens: dict[str, str]
+) -> None:
     for name, token in [*bad_tokens.items(), ("missing", None)]:
         answer = polling_connect(http, token)
         assert answer.startswith("44"), (name, answer)
@@ -144,15 +168,19 @@ def test_bad_tokens_are_refused_at_connect_over_long_polling(http, api, bad_toke
 
 @pytest.mark.parametrize("transports", TRANSPORTS, ids=["websocket", "polling"])
 async def test_join_ack_carries_state_question_and_current_snapshot(
-    api, pg, aio_http, base_url, transports, players
-):
+    api: Api,
+    pg: asyncpg.Pool,
+    aio_http: httpx.AsyncClient,
+    base_url: str,
+    transports: list[str],
+    players: list[Player],
+) -> None:
     game = await asyncio.to_thread(LiveGame, api, 3)
     qid = await asyncio.to_thread(game.advance)
     await game.answer(aio_http, 1)
     await game.answer(aio_http, 2, correct=False)
 
-    p = new_player(players, game.players[0]["access_token"], transports)
-    await p.connect(base_url)
+    p = await connected(players, base_url, game.players[0]["access_token"], transports)
     ack = await p.join(game.id)
     assert ack["ok"] is True, ack
     assert (ack["state"], ack["mode"], ack["role"]) == ("running", "live", "player")
@@ -166,16 +194,16 @@ async def test_join_ack_carries_state_question_and_current_snapshot(
     assert q["question_id"] == qid and q["index"] == 0 and q["count"] == 3
     assert q["deadline_ms"] > q["server_time_ms"] and "answer" not in q
 
-    host = new_player(players, game.host["access_token"], transports)
-    await host.connect(base_url)
+    host = await connected(players, base_url, game.host["access_token"], transports)
     ack = await host.join(game.id)
     assert ack["ok"] is True and ack["role"] == "host", ack
 
 
-async def test_join_is_refused_to_outsiders_and_malformed_payloads(api, board, base_url, players):
+async def test_join_is_refused_to_outsiders_and_malformed_payloads(
+    api: Api, board: Board, base_url: str, players: list[Player]
+) -> None:
     s = await new_session(api, board, 1)
-    outsider = new_player(players, api.guest()["access_token"])
-    await outsider.connect(base_url)
+    outsider = await connected(players, base_url, api.guest()["access_token"])
     assert await outsider.join(s.id) == {"ok": False, "error": outsider_error()}
     assert (await outsider.join(str(uuid.uuid4())))["error"] == "unknown session"
     assert (await outsider.join("not-a-uuid"))["error"] == "unknown session"
@@ -191,10 +219,10 @@ def outsider_error() -> str:
     return "not a participant of this session: join it first"
 
 
-async def test_excess_events_are_dropped(api, board, base_url, players):
-    s = await new_session(api, board, 1)
-    p = new_player(players, s.players[0]["access_token"])
-    await p.connect(base_url)
+async def test_excess_events_are_dropped(
+    api: Api, board: Board, base_url: str, players: list[Player]
+) -> None:
+    s, p = await first_player(api, board, players, base_url, 1)
     rate = get_settings().sio_events_per_second  # a token bucket per socket, burst = rate
     count = rate * 3
     for _ in range(4):
@@ -218,8 +246,13 @@ async def test_excess_events_are_dropped(api, board, base_url, players):
 
 
 async def test_players_on_both_processes_receive_the_same_events_in_order(
-    api, pg, aio_http, base_url, stack_dir, players
-):
+    api: Api,
+    pg: asyncpg.Pool,
+    aio_http: httpx.AsyncClient,
+    base_url: str,
+    stack_dir: Path,
+    players: list[Player],
+) -> None:
     game = await asyncio.to_thread(LiveGame, api, 8)
     other = await asyncio.to_thread(LiveGame, api, 1, 1)
     ports = sio_ports(stack_dir)
@@ -262,10 +295,10 @@ async def test_players_on_both_processes_receive_the_same_events_in_order(
     )
 
 
-async def test_a_burst_is_coalesced_into_few_broadcasts(api, board, base_url, players):
-    s = await new_session(api, board, 20)
-    p = new_player(players, s.players[0]["access_token"])
-    await p.connect(base_url)
+async def test_a_burst_is_coalesced_into_few_broadcasts(
+    api: Api, board: Board, base_url: str, players: list[Player]
+) -> None:
+    s, p = await first_player(api, board, players, base_url, 20)
     assert (await p.join(s.id))["ok"]
     versions = await asyncio.gather(*(board.answer(s, s.user(i % 20), 10 + i) for i in range(300)))
     final = await p.wait_for_version(max(versions))
@@ -276,18 +309,16 @@ async def test_a_burst_is_coalesced_into_few_broadcasts(api, board, base_url, pl
 
 
 async def test_reconnecting_with_the_same_token_rejoins_without_a_new_player(
-    api, pg, aio_http, base_url, players
-):
+    api: Api, pg: asyncpg.Pool, aio_http: httpx.AsyncClient, base_url: str, players: list[Player]
+) -> None:
     game = await asyncio.to_thread(LiveGame, api, 2)
     token = game.players[0]["access_token"]
-    first = new_player(players, token)
-    await first.connect(base_url)
+    first = await connected(players, base_url, token)
     assert (await first.join(game.id))["leaderboard"]["players"] == 2
     await first.close()
     await asyncio.to_thread(game.advance)
     reply = await game.answer(aio_http, 1)  # missed while away
-    again = new_player(players, token, ["polling"])
-    await again.connect(base_url)
+    again = await connected(players, base_url, token, ["polling"])
     ack = await again.join(game.id)
     assert ack["ok"] and ack["leaderboard"]["players"] == 2
     assert ack["leaderboard"]["version"] >= reply["version"]  # the ack covers the gap
@@ -303,8 +334,13 @@ async def test_reconnecting_with_the_same_token_rejoins_without_a_new_player(
 
 
 async def test_consumer_killed_mid_stream_still_ends_on_the_right_board(
-    api, pg, aio_http, base_url, stack_dir, players
-):
+    api: Api,
+    pg: asyncpg.Pool,
+    aio_http: httpx.AsyncClient,
+    base_url: str,
+    stack_dir: Path,
+    players: list[Player],
+) -> None:
     game = await asyncio.to_thread(LiveGame, api, 8)
     ports = sio_ports(stack_dir)
     watchers = [new_player(players, game.players[i]["access_token"]) for i in range(2)]

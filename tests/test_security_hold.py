@@ -18,7 +18,7 @@ import socketio
 
 from contracts import AnswerResult
 from services.quiz.held import held_reply
-from tests.chaos.game import Game, Plan
+from tests.chaos.game import Game, Plan, started
 from tests.chaos.player import close_socket
 from tests.chaos.waiting import until
 
@@ -28,10 +28,8 @@ pytestmark = pytest.mark.stack
 @pytest_asyncio.fixture
 async def game(base_url: str) -> AsyncIterator[Game]:
     """A host with a 2-question quiz and 3 guests (the session is made by each test)."""
-    g = Game(base_url, Plan(players=3, questions=2, mode="live", time_limit_s=60))
-    await g.setup(connect=False)
-    yield g
-    await g.close()
+    async with started(base_url, Plan(players=3, questions=2, mode="live", time_limit_s=60)) as g:
+        yield g
 
 
 async def _session(g: Game, **options: Any) -> str:

@@ -69,7 +69,9 @@ def _json_endpoints(g: Game) -> list[tuple[str, dict[str, str]]]:
     ]
 
 
-async def test_deeply_nested_json_is_400_malformed_everywhere(game: Game, fresh) -> None:
+async def test_deeply_nested_json_is_400_malformed_everywhere(
+    game: Game, fresh: httpx.AsyncClient
+) -> None:
     failures = []
     for path, headers in _json_endpoints(game):
         for body in (DEEP, DEEP_OBJECT, '{"nickname":' + DEEP + "}"):
@@ -91,7 +93,7 @@ async def test_deeply_nested_json_is_400_malformed_everywhere(game: Game, fresh)
     assert not failures, "\n".join(failures)
 
 
-async def test_very_deep_json_to_an_unauthenticated_endpoint(fresh) -> None:
+async def test_very_deep_json_to_an_unauthenticated_endpoint(fresh: httpx.AsyncClient) -> None:
     """The probe's body: 50,000 brackets to /api/iam/guests (400, or nginx's 413)."""
     r = await fresh.post(
         "/api/iam/guests",
@@ -112,7 +114,7 @@ def _quiz(**change: object) -> dict:
     return quiz
 
 
-async def test_nul_in_text_is_422_everywhere(game: Game, fresh) -> None:
+async def test_nul_in_text_is_422_everywhere(game: Game, fresh: httpx.AsyncClient) -> None:
     sid, player, host = game.session_id, game.players[0].headers, game.host_headers
     cases: list[tuple[str, dict, dict[str, str]]] = [
         ("/api/quiz/quizzes", _quiz(title="a\u0000b"), host),
@@ -139,7 +141,7 @@ async def test_nul_in_text_is_422_everywhere(game: Game, fresh) -> None:
     assert not failures, "\n".join(failures)
 
 
-async def test_types_are_strict(game: Game, fresh) -> None:
+async def test_types_are_strict(game: Game, fresh: httpx.AsyncClient) -> None:
     sid, player, host = game.session_id, game.players[0].headers, game.host_headers
     question = (await game.http.get(f"/api/quiz/sessions/{sid}/question", headers=player)).json()
     qid = question["question_id"]
@@ -216,13 +218,15 @@ async def test_other_spellings_of_a_session_id_are_unknown(game: Game) -> None:
         "a\u00adb",
     ],
 )
-async def test_nicknames_refuse_invisible_and_bidi_characters(fresh, nickname: str) -> None:
+async def test_nicknames_refuse_invisible_and_bidi_characters(
+    fresh: httpx.AsyncClient, nickname: str
+) -> None:
     r = await fresh.post("/api/iam/guests", json={"nickname": nickname})
     _json_error(r, 422, repr(nickname))
     assert "nickname" in r.json()["detail"]
 
 
-async def test_nicknames_keep_emoji_joiners(fresh) -> None:
+async def test_nicknames_keep_emoji_joiners(fresh: httpx.AsyncClient) -> None:
     """ZWJ sequences and flag tags are format characters too, and stay allowed."""
     for nickname in (
         "\U0001f469\u200d\U0001f4bb dev",

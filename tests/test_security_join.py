@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from services.common.settings import get_settings
-from tests.chaos.game import Game, Plan
+from tests.chaos.game import Game, Plan, started
 from tests.conftest import next_loopback
 
 pytestmark = pytest.mark.stack
@@ -21,10 +21,8 @@ pytestmark = pytest.mark.stack
 
 @pytest_asyncio.fixture(scope="module")
 async def game(base_url: str) -> AsyncIterator[Game]:
-    g = Game(base_url, Plan(players=2, questions=1, mode="live"))
-    await g.setup(connect=False)
-    yield g
-    await g.close()
+    async with started(base_url, Plan(players=2, questions=1, mode="live")) as g:
+        yield g
 
 
 def _client(base_url: str) -> httpx.AsyncClient:

@@ -23,7 +23,7 @@ import pytest_asyncio
 import socketio
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.chaos.game import Game, Plan
+from tests.chaos.game import Game, Plan, started
 from tests.chaos.player import close_socket
 from tests.support.tokens import claims, keyring, sign
 
@@ -32,10 +32,8 @@ pytestmark = pytest.mark.stack
 
 @pytest_asyncio.fixture(scope="module")
 async def game(base_url: str) -> AsyncIterator[Game]:
-    g = Game(base_url, Plan(players=2, questions=2, mode="live", time_limit_s=30))
-    await g.setup(connect=False)
-    yield g
-    await g.close()
+    async with started(base_url, Plan(players=2, questions=2, mode="live", time_limit_s=30)) as g:
+        yield g
 
 
 async def _socket(base_url: str, token: str) -> socketio.AsyncClient:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -99,7 +100,7 @@ class EventProducer:
             return False
 
 
-def make_consumer(*topics: str, group: str | None = None, **kwargs) -> AIOKafkaConsumer:
+def make_consumer(*topics: str, group: str | None = None, **kwargs: Any) -> AIOKafkaConsumer:
     """A consumer of this stack's Kafka with manual commits (commit after the work)."""
     s = get_settings()
     opts = dict(

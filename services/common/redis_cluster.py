@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -94,7 +95,9 @@ class _ClusterScript(AsyncScript):
     compiled script by its digest), and outside one as EVALSHA with a fallback.
     """
 
-    async def __call__(self, keys=None, args=None, client=None):  # type: ignore[override]
+    async def __call__(  # type: ignore[override]
+        self, keys: Any = None, args: Any = None, client: Any = None
+    ) -> Any:
         target = client if client is not None else self.registered_client
         if isinstance(target, ClusterPipeline):
             keys = list(keys or [])
@@ -136,7 +139,9 @@ class _Pipeline(ClusterPipeline):
         if self.cluster_client._initialize:
             await self.cluster_client.initialize()
 
-    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
         await self._ready()
         return await super().execute(raise_on_error, allow_redirections)
 
@@ -148,10 +153,12 @@ class _Pipeline(ClusterPipeline):
 class QuizRedisCluster(RedisCluster):
     """RedisCluster whose pipelines and ``register_script`` work for this stack."""
 
-    def register_script(self, script):  # type: ignore[override]
+    def register_script(self, script: Any) -> _ClusterScript:  # type: ignore[override]
         return _ClusterScript(self, script)
 
-    def pipeline(self, transaction=None, shard_hint=None):  # type: ignore[override]
+    def pipeline(  # type: ignore[override]
+        self, transaction: Any = None, shard_hint: Any = None
+    ) -> ClusterPipeline:
         if shard_hint:
             return super().pipeline(transaction, shard_hint)
         return _Pipeline(self, transaction)  # type: ignore[abstract]
@@ -229,7 +236,7 @@ class ShardedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         await pubsub.ssubscribe(self.channel)
         return conn, pubsub
 
-    async def _redis_listen_with_retries(self):  # pragma: no cover - needs a cluster
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:  # pragma: no cover - cluster
         self._redis_connect()
         loop = asyncio.get_running_loop()
         while True:
@@ -267,7 +274,7 @@ class ShardedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                         except Exception:
                             pass
 
-    async def _listen(self):  # pragma: no cover - needs a cluster
+    async def _listen(self) -> AsyncIterator[Any]:  # pragma: no cover - needs a cluster
         channel = self.channel.encode("utf-8")
         async for message in self._redis_listen_with_retries():
             if (

@@ -8,9 +8,11 @@ players and runs are repeatable in what is asked, not in timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,3 +197,15 @@ class Game:
 
     def accepted_count(self) -> int:
         return sum(len(p.accepted) for p in self.players)
+
+
+@contextlib.asynccontextmanager
+async def started(base_url: str, plan: Plan, *, connect: bool = False) -> AsyncIterator[Game]:
+    """A game set up (host, quiz, session, joined players; sockets when ``connect``),
+    closed at the end."""
+    g = Game(base_url, plan)
+    await g.setup(connect=connect)
+    try:
+        yield g
+    finally:
+        await g.close()

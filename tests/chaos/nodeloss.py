@@ -111,9 +111,7 @@ async def healthy_game(ctx: Ctx) -> Result:
     async def fault(ctx: Ctx, game: Game, stop: asyncio.Event, play: asyncio.Task) -> Timeline:
         tl = Timeline()
         await asyncio.wait_for(asyncio.shield(play), 120)
-        tl.healed = time.monotonic()
-        tl.notes.append(f"{game.accepted_count()} answers, no fault")
-        return tl
+        return tl.heal(f"{game.accepted_count()} answers, no fault")
 
     return await run_scenario(
         ctx,
@@ -145,8 +143,7 @@ async def kafka_broker_sigkill(ctx: Ctx) -> Result:
         # after a crash takes a minute on a busy 2-core machine); `just chaos-cluster`
         # waits until it is back.
         took = await restart_node(victim, wait=ctx.full)
-        tl.healed = time.monotonic()
-        tl.notes.append(
+        tl.heal(
             f"{during} answers accepted in the {down:.0f}s with two brokers"
             + (f" (+{took:.1f}s until it was back)" if ctx.full else "; restarted (not waited for)")
         )
@@ -181,8 +178,7 @@ async def redis_primary_sigkill(ctx: Ctx) -> Result:
         )
         await asyncio.sleep(8 if ctx.full else 3)
         took = await restart_node(victim)
-        tl.healed = time.monotonic()
-        tl.notes.append(
+        tl.heal(
             f"{game.accepted_count() - before} answers accepted meanwhile; {victim} rejoined"
             f" as a replica in {took:.1f}s"
         )

@@ -4,13 +4,14 @@ HTTP goes through a shared ``httpx.AsyncClient``; the socket.io side is a
 python-socketio ``AsyncClient`` with reconnection on, which joins the session's
 room again after every (re)connect. The player records what a real client
 would know: every answer the server accepted (the first 200 reply), every
-socket.io event, and the newest leaderboard snapshot it has seen.
+socket.io event, and the newest leaderboard snapshot it has seen. What it shares
+with the other simulated players (when to retry, reading a join ack, the record of
+answers and snapshots) is ``loadtests.playercore``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,19 +20,10 @@ from typing import Any
 import httpx
 import socketio
 
-# Statuses a client retries: the request was not (or may not have been) handled.
-RETRY_STATUSES = {429, 500, 502, 503, 504}
+from loadtests.playercore import AnswerBook, BoardView, Retry, Snapshot, join_reply, retry_after_s
+from tests.support.player import close_socket
 
-
-@dataclass
-class Snapshot:
-    """A leaderboard snapshot as a client received it."""
-
-    t: float
-    version: int
-    players: int
-    scores: dict[str, int]
-    source: str  # "event" or "ack"
+__all__ = ["PlayerStats", "Seen", "SimPlayer", "Snapshot", "close_socket"]
 
 
 @dataclass
@@ -56,17 +48,6 @@ class PlayerStats:
     events: Counter = field(default_factory=Counter)
 
 
-async def close_socket(client: socketio.AsyncClient, timeout: float = 2.0) -> None:
-    """Disconnect without waiting for a pending long-poll to return (a polling client's
-    disconnect otherwise waits up to the server's ping interval, 20 s)."""
-    try:
-        async with asyncio.timeout(timeout):
-            await client.disconnect()
-    except Exception:
-        with contextlib.suppress(Exception):
-            await client.eio.disconnect(abort=True)
-
-
 class SimPlayer:
     """A guest player in one session."""
 
@@ -88,14 +69,16 @@ class SimPlayer:
         self.headers = {"Authorization": f"Bearer {tokens['access_token']}"}
         self.record_payloads = record_payloads
         self.stats = PlayerStats()
-        # question_id -> the first 200 reply body (what the client saw accepted)
-        self.accepted: dict[str, dict] = {}
-        self.accepted_at: dict[str, float] = {}  # question_id -> when the 200 arrived
-        self.refused: dict[str, int] = {}  # question_id -> final status (409, 403, ...)
-        self.undecided: set[str] = set()  # gave up without a definitive reply
-        self.reply_mismatches: list[str] = []  # a repeat whose reply differs from the first
-        self.snapshots: list[Snapshot] = []
-        self.best: Snapshot | None = None
+        # What the client saw accepted (question -> the first 200 reply), refused,
+        # undecided; the same dicts as ``self.book``'s.
+        self.book = AnswerBook()
+        self.accepted = self.book.accepted
+        self.accepted_at = self.book.accepted_at
+        self.refused = self.book.refused
+        self.undecided = self.book.undecided
+        self.reply_mismatches = self.book.reply_mismatches
+        self.board = BoardView(session_id)
+        self.snapshots: list[Snapshot] = self.board.snapshots
         self.foreign: list[Seen] = []  # payloads of another session: a leak
         self.seen: list[Seen] = []
         self.sio: socketio.AsyncClient | None = None
@@ -108,31 +91,29 @@ class SimPlayer:
         self, method: str, path: str, *, json: Any = None, give_up_after: float = 25.0
     ) -> httpx.Response | None:
         """Send one call, retrying what a careful client retries; None after giving up."""
-        deadline = time.monotonic() + give_up_after
-        delay = 0.05
+        retry = Retry(give_up_after=give_up_after)
         while True:
-            wait = delay
             try:
                 r = await self.http.request(method, path, json=json, headers=self.headers)
             except httpx.TransportError:
                 self.stats.retries["transport"] += 1
+                status, hint = None, None
             else:
-                if r.status_code not in RETRY_STATUSES:
+                if not retry.retryable(r.status_code):
                     if self.record_payloads and r.headers.get("content-type", "").startswith(
                         "application/json"
                     ):
                         self._saw("http", f"{method} {path}", r.json())
                     return r
-                self.stats.retries[r.status_code] += 1
-                if r.status_code >= 500:
+                status, hint = r.status_code, None
+                self.stats.retries[status] += 1
+                if status >= 500:
                     self.stats.server_errors += 1
-                if r.status_code == 429:
-                    with contextlib.suppress(ValueError):
-                        wait = max(wait, float(r.headers.get("retry-after", 0)))
-            if time.monotonic() + wait > deadline:
+                if status == 429:
+                    hint = retry_after_s(r.headers.get("retry-after"))
+            if not retry.again(status, hint):
                 return None
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(retry.wait)
 
     async def join(self) -> dict:
         r = await self.request(
@@ -162,21 +143,13 @@ class SimPlayer:
                 for c in choices
             ]
         )
-        ok = [r.json() for r in replies if r is not None and r.status_code == 200]
-        other = [r.status_code for r in replies if r is not None and r.status_code != 200]
-        if ok:
-            first = ok[0]
-            if any(body != first for body in ok[1:]) or other:
-                self.reply_mismatches.append(f"{question_id}: replies {ok} statuses {other}")
-            if question_id not in self.accepted:
-                self.accepted[question_id] = first
-                self.accepted_at[question_id] = time.monotonic()
-            return first
-        if other:
-            self.refused[question_id] = other[0]
-        else:
-            self.undecided.add(question_id)
-        return None
+        return self.book.record(
+            question_id,
+            [
+                None if r is None else (r.status_code, r.json() if r.status_code == 200 else None)
+                for r in replies
+            ],
+        )
 
     # ------------------------------------------------------------------ socket.io
 
@@ -233,14 +206,14 @@ class SimPlayer:
                     return  # the reconnect will join again
                 continue
             self._saw("sio", "join ack", ack)
-            if isinstance(ack, dict) and ack.get("ok"):
-                board = ack.get("leaderboard")
-                if isinstance(board, dict):
-                    self._snapshot(board, "ack")
+            reply = join_reply(ack)
+            if reply.ok:
+                if reply.board is not None:
+                    self._snapshot(reply.board, "ack")
                 self.joined.set()
                 return
             self.stats.join_failures += 1
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(max(0.2, reply.retry_after or 0))
 
     async def _on_event(self, event: str, *args: Any) -> None:
         payload = args[0] if args else None
@@ -259,21 +232,14 @@ class SimPlayer:
             self.seen.append(Seen(time.monotonic(), channel, name, payload))
 
     def _snapshot(self, board: dict, source: str) -> None:
-        if board.get("session_id") != self.session_id:
+        if self.board.receive(board, source) is None:
             self.foreign.append(Seen(time.monotonic(), "sio", f"leaderboard/{source}", board))
-            return
-        snap = Snapshot(
-            t=time.monotonic(),
-            version=int(board["version"]),
-            players=int(board["players"]),
-            scores={e["user_id"]: int(e["score"]) for e in board["entries"]},
-            source=source,
-        )
-        self.snapshots.append(snap)
-        # Snapshots may arrive out of order: a client keeps the highest version.
-        if self.best is None or snap.version > self.best.version:
-            self.best = snap
+
+    @property
+    def best(self) -> Snapshot | None:
+        """The newest snapshot received (by version)."""
+        return self.board.best
 
     @property
     def accepted_points(self) -> int:
-        return sum(int(a["points"]) for a in self.accepted.values())
+        return self.book.points

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
-from tests.chaos.scenarios import Result
+from tests.chaos.scenarios import Ctx, Result
 
 
 def _s(x: float | None) -> str:
@@ -84,6 +86,56 @@ def render(results: list[Result], *, full: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(path: Path, results: list[Result], *, full: bool) -> None:
+def write(
+    path: Path, results: list[Result], *, full: bool, edit: Callable[[str], str] = str
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results, full=full))
+    path.write_text(edit(render(results, full=full)))
+
+
+class Runs:
+    """The scenarios one test module plays (``test_faults.py``, ``test_on_cluster.py``):
+    each played, summed up in one line, and all written to QUIZ_CHAOS_REPORT at the
+    module's end (``edit`` adapts the report's text to where it ran)."""
+
+    def __init__(
+        self,
+        scenarios: Mapping[str, Callable[[Ctx], Awaitable[Result]]],
+        edit: Callable[[str], str] = str,
+    ):
+        self.scenarios = scenarios
+        self.edit = edit
+        self.results: list[Result] = []
+
+    def ctx(self, stack_dir: Path) -> Iterator[Ctx]:
+        """The body of the module's ``ctx`` fixture."""
+        c = Ctx.from_env(stack_dir)
+        yield c
+        out = os.environ.get("QUIZ_CHAOS_REPORT")
+        if out and self.results:
+            write(Path(out), self.results, full=c.full, edit=self.edit)
+
+    async def play(self, ctx: Ctx, scenario: str) -> Result:
+        result = await self.scenarios[scenario](ctx)
+        self.results.append(result)
+        print(f"\n{summary(result)}")
+        return result
+
+
+def summary(r: Result) -> str:
+    v = r.verdict
+    return (
+        f"{r.name} ({r.seconds:.1f}s): sent {v.sent}, accepted {v.accepted},"
+        f" stored {v.stored}, counted {v.counted}, lb events {v.leaderboard_events},"
+        f" reconnects {v.reconnects}, retried {v.retried} (5xx {v.server_errors}),"
+        f" lag p50 {v.p50_lag_s} max {v.max_lag_s}, correct after redis {v.redis_correct_s}"
+        f" clients {v.events_correct_s}; {'; '.join(r.notes)}"
+    )
+
+
+def explain(r: Result) -> str:
+    v = r.verdict
+    return (
+        f"{r.name}: sent {v.sent}, accepted {v.accepted}, stored {v.stored}, counted"
+        f" {v.counted}; notes: {'; '.join(r.notes)}\nproblems:\n  " + "\n  ".join(v.problems[:30])
+    )

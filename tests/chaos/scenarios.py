@@ -54,6 +54,12 @@ class Timeline:
     healed: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+    def heal(self, note: str) -> Timeline:
+        """Mark the fault healed now, with a note on how it went."""
+        self.healed = time.monotonic()
+        self.notes.append(note)
+        return self
+
 
 @dataclass
 class Result:
@@ -163,8 +169,7 @@ async def consumer_sigkill(ctx: Ctx) -> Result:
         await asyncio.sleep(2 if not ctx.full else 5)
         tl.notes.append(f"{game.accepted_count()} accepted while the consumer was dead")
         took = await faults.restart(ctx.stack_dir, "consumer-1")
-        tl.healed = time.monotonic()
-        tl.notes.append(f"restart took {took:.1f}s")
+        tl.heal(f"restart took {took:.1f}s")
         await asyncio.wait_for(asyncio.shield(play), 240)  # the burst runs to its end
         return tl
 
@@ -206,10 +211,7 @@ async def kafka_outage(ctx: Ctx) -> Result:
         await asyncio.sleep(outage)
         during = game.accepted_count() - before
         took = await faults.restart(ctx.stack_dir, "kafka")
-        tl.healed = time.monotonic()
-        tl.notes.append(
-            f"{during} answers accepted during the {outage:.0f}s outage (+{took:.1f}s restart)"
-        )
+        tl.heal(f"{during} answers accepted during the {outage:.0f}s outage (+{took:.1f}s restart)")
         await asyncio.sleep(2)
         return tl
 
@@ -237,8 +239,7 @@ async def redis_restart(ctx: Ctx) -> Result:
         before = game.accepted_count()
         tl.faulted = time.monotonic()
         took = await faults.restart(ctx.stack_dir, "redis")
-        tl.healed = time.monotonic()
-        tl.notes.append(f"redis restarted (empty) in {took:.1f}s after {before} answers")
+        tl.heal(f"redis restarted (empty) in {took:.1f}s after {before} answers")
         await asyncio.sleep(5 if ctx.full else 3)
         return tl
 
@@ -300,8 +301,7 @@ async def quiz_and_sio_kill(ctx: Ctx) -> Result:
         if not dropped:
             tl.notes.append("no socket was on sio-1: the socket half of the fault missed")
         took = await faults.restart(ctx.stack_dir, "quiz-1", "sio-1")
-        tl.healed = time.monotonic()
-        tl.notes.append(f"restart of both took {took:.1f}s")
+        tl.heal(f"restart of both took {took:.1f}s")
         await asyncio.sleep(1)
         return tl
 
@@ -348,9 +348,7 @@ async def duplicate_answers(ctx: Ctx) -> Result:
                     p.reply_mismatches.append(
                         f"late repeat of {qid}: {r and r.status_code} {r and r.text}"
                     )
-        tl.healed = time.monotonic()
-        tl.notes.append(f"late repeats with another choice: {late_mismatch} mismatches")
-        return tl
+        return tl.heal(f"late repeats with another choice: {late_mismatch} mismatches")
 
     return await run_scenario(
         ctx,
@@ -410,8 +408,7 @@ async def postgres_sigkill(ctx: Ctx) -> Result:
         tl.notes.append(f"killed after {before} of {total} answers accepted")
         await asyncio.sleep(5 if ctx.full else 2)
         took = await faults.restart(ctx.stack_dir, "postgres")
-        tl.healed = time.monotonic()
-        tl.notes.append(f"restart (crash recovery) took {took:.1f}s")
+        tl.heal(f"restart (crash recovery) took {took:.1f}s")
         await asyncio.wait_for(asyncio.shield(play), 240)  # the burst runs to its end
         return tl
 

@@ -11,5 +11,9 @@
 - ``tokens``: access-token claims as IAM issues them, signed with the stack's own key
   or a stranger's, and the hostile tokens every service must refuse.
 
-The fault harness (``tests/chaos/``) has its own simulated player and game.
+The fault harness (``tests/chaos/``) has its own simulated player and game. What every
+simulated player shares (this one, the fault harness's, the bench's and Locust's: when
+to retry, reading a join ack, the record of answers and snapshots) is
+``loadtests.playercore``: it lives under ``loadtests/`` because the load generator must
+not import ``tests/``.
 """

@@ -21,7 +21,23 @@ from services.board.ranking import write_score
 from services.common.kafka import EventProducer, make_consumer
 from services.common.redis import get_redis
 from services.common.settings import get_settings
-from tests.support.api import Api, join
+from tests.support.api import Api, join, question
+
+
+def score_change(**override: object) -> ScoreChange:
+    """A SCORE_CHANGE record: placeholder fields, ``override`` the ones that matter."""
+    fields: dict[str, object] = {
+        "answer_id": "a",
+        "session_id": "s",
+        "user_id": "u",
+        "nickname": "n",
+        "question_id": "q",
+        "correct": True,
+        "points": 1,
+        "total": 1,
+        "answered_ms": 1,
+    }
+    return msgspec.convert({**fields, **override}, ScoreChange)
 
 
 def questions(n: int, *, limit_s: int = 5, points: int = 1000, choices: int = 3) -> list[dict]:
@@ -82,6 +98,16 @@ class Quiz:
         r = self.api.http.post(f"/api/quiz/sessions/{session_id}/advance", headers=self.auth)
         assert r.status_code == 200, r.text
         return r.json()
+
+    def self_paced_player(self) -> tuple[str, dict, str]:
+        """A self-paced session, a guest joined to it and the question it gets first:
+        (session id, the guest's tokens, question id)."""
+        sid = self.open_session("self_paced")["id"]
+        player = self.api.guest()
+        assert join(self.api.http, player, session_id=sid).status_code == 200
+        r = question(self.api.http, player, sid)
+        assert r.status_code == 200, r.text
+        return sid, player, r.json()["question_id"]
 
 
 class LiveGame:
@@ -250,13 +276,12 @@ class Board:
         )
         _, _, version = await write_score(get_redis(), s.id, user_id, total, reached)
         s.scores[user_id] = total
-        event = ScoreChange(
+        event = score_change(
             answer_id=uuid.uuid4().hex,
             session_id=s.id,
             user_id=user_id,
             nickname="",
             question_id="q0",
-            correct=True,
             points=points,
             total=total,
             answered_ms=int(time.time() * 1000),

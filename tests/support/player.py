@@ -1,9 +1,16 @@
 """A python-socketio client that records every ``leaderboard`` event with the time it
-arrived, and the answer-to-board latencies measured with it."""
+arrived, and the answer-to-board latencies measured with it.
+
+It is the tests' probe of the socket protocol: it hands back the raw acks and
+payloads (refusals, query-string tokens and forged tokens included) for the tests to
+assert on. What it shares with the other simulated players (``tests/chaos/player.py``,
+``loadtests/players.py``, ``loadtests/locustfile.py``) is ``loadtests.playercore``,
+and ``close_socket`` here, which every python-socketio client of the tests uses."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -66,14 +73,24 @@ class Player:
                 pass
 
     async def close(self) -> None:
-        if not self.client.connected:
-            return
-        if self.client.transport() == "polling":
-            # A clean polling disconnect waits for the pending long-poll, which the
-            # server only ends at its next ping (~20 s); closing the HTTP session ends it.
-            await self.client.eio.disconnect(abort=True)
-        else:
-            await self.client.disconnect()
+        await close_socket(self.client)
+
+
+async def close_socket(client: socketio.AsyncClient, timeout: float = 2.0) -> None:
+    """Disconnect without waiting for a pending long-poll to return: a clean polling
+    disconnect waits for it, and the server only ends it at its next ping (~20 s);
+    closing the HTTP session ends it."""
+    if not client.connected:
+        return
+    if client.transport() == "polling":
+        await client.eio.disconnect(abort=True)
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await client.disconnect()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await client.eio.disconnect(abort=True)
 
 
 def latencies_ms(replies: list[tuple[int, float]], player: Player) -> list[float]:

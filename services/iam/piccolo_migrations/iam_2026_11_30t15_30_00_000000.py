@@ -1,3 +1,5 @@
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
 from services.common.migrations import sql_migration
 
 ID = "2026-11-30T15:30:00:000000"
@@ -27,5 +29,5 @@ STATEMENTS = [
 ]
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     return sql_migration(ID, "iam", DESCRIPTION, STATEMENTS)

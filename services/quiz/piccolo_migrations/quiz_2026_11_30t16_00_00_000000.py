@@ -1,3 +1,5 @@
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
 from services.common.migrations import sql_migration
 
 ID = "2026-11-30T16:00:00:000000"
@@ -13,5 +15,5 @@ STATEMENTS = [
 ]
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     return sql_migration(ID, "quiz", DESCRIPTION, STATEMENTS)

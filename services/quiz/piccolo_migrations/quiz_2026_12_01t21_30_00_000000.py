@@ -1,3 +1,5 @@
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
 from services.common.migrations import sql_migration
 
 ID = "2026-12-01T21:30:00:000000"
@@ -9,5 +11,5 @@ STATEMENTS = [
 ]
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     return sql_migration(ID, "quiz", DESCRIPTION, STATEMENTS)

@@ -5,7 +5,12 @@
 import { load, save } from "./store.js";
 
 export class ApiError extends Error {
-  /** An HTTP error with the JSON `detail` of the answer (status 0: no network). */
+  /**
+   * An HTTP error with the JSON `detail` of the answer (status 0: no network).
+   * @param {number} status
+   * @param {string} detail
+   * @param {any} [body]
+   */
   constructor(status, detail, body = null) {
     super(detail || `HTTP ${status}`);
     this.status = status;
@@ -14,7 +19,11 @@ export class ApiError extends Error {
   }
 }
 
-/** A message a person can act on, from any error thrown by Api. */
+/**
+ * A message a person can act on, from any error thrown by Api.
+ * @param {any} err
+ * @returns {string}
+ */
 export function describeError(err) {
   if (!(err instanceof ApiError)) return String(err?.message || err);
   if (err.status === 0) return "No connection to the server. Check your network and try again.";
@@ -36,10 +45,11 @@ export function describeError(err) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export class Api {
-  /** `slot` names the stored identity: "player" or "host". */
+  /** @param {string} slot names the stored identity: "player" or "host". */
   constructor(slot) {
     this.slot = slot;
     this.refreshing = null;
+    /** @type {(() => void) | null} */
     this.onSignedOut = null;
   }
 
@@ -130,6 +140,7 @@ export class Api {
    * request (a refresh token works once). `staleToken`: the access token the
    * caller saw fail; if another call already replaced it, nothing is sent.
    * Resolves true when a fresh access token is stored.
+   * @param {string | null} [staleToken]
    */
   refresh(staleToken = null) {
     if (staleToken && this.token && this.token !== staleToken) return Promise.resolve(true);
@@ -176,9 +187,14 @@ export class Api {
   }
 }
 
+/**
+ * The `detail` of a JSON error body as one line.
+ * @param {any} data
+ * @returns {string}
+ */
 function detailOf(data) {
   if (!data) return "";
   if (typeof data.detail === "string") return data.detail;
-  if (Array.isArray(data.detail)) return data.detail.map((d) => d.msg || d.message || JSON.stringify(d)).join("; ");
+  if (Array.isArray(data.detail)) return data.detail.map((/** @type {any} */ d) => d.msg || d.message || JSON.stringify(d)).join("; ");
   return "";
 }

@@ -6,6 +6,9 @@
  * Offset (server minus local, ms) from one server timestamp. With `sentAt`
  * (the local time the request left) the midpoint of the round trip is used,
  * otherwise the local receive time (socket.io events: one-way latency only).
+ * @param {unknown} serverTimeMs
+ * @param {number | null} [sentAt]
+ * @param {number} [receivedAt]
  */
 export function serverOffset(serverTimeMs, sentAt = null, receivedAt = Date.now()) {
   if (typeof serverTimeMs !== "number") return 0;
@@ -15,16 +18,26 @@ export function serverOffset(serverTimeMs, sentAt = null, receivedAt = Date.now(
 
 /** A countdown bar + seconds label inside `root` (a `.countdown` element). */
 export class Countdown {
+  /** @param {HTMLElement} root */
   constructor(root) {
     this.root = root;
-    this.bar = root.querySelector(".countdown-bar > span");
-    this.text = root.querySelector(".countdown-text");
+    this.bar = /** @type {HTMLElement} */ (root.querySelector(".countdown-bar > span"));
+    this.text = /** @type {HTMLElement} */ (root.querySelector(".countdown-text"));
+    /** @type {ReturnType<typeof setInterval> | null} */
     this.timer = null;
+    /** @type {(() => void) | null} */
+    this.onExpire = null;
     this.deadlineLocal = 0;
     this.totalMs = 1;
   }
 
-  /** Run until `deadlineMs` (server clock); `onExpire` fires once at zero. */
+  /**
+   * Run until `deadlineMs` (server clock); `onExpire` fires once at zero.
+   * @param {number} deadlineMs
+   * @param {number | null | undefined} timeLimitS
+   * @param {number} offset
+   * @param {(() => void) | null} [onExpire]
+   */
   start(deadlineMs, timeLimitS, offset, onExpire = null) {
     this.stop();
     this.deadlineLocal = deadlineMs - offset;

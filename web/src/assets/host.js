@@ -14,8 +14,27 @@ const api = new Api("host");
 const SESSION_KEY = "host.session";
 const QUIZZES_KEY = "host.quizzes";
 
-/** The live session on screen (null on the other host views). */
-let live = null;
+/**
+ * A live session on screen.
+ * @typedef {object} Live
+ * @property {any} session the stored session (its id, code, title, state, quiz)
+ * @property {HTMLElement} root
+ * @property {Board} board
+ * @property {Countdown} countdown
+ * @property {any} question the open question's event, null between questions
+ * @property {number} index
+ * @property {number} players
+ * @property {ReturnType<typeof openRoom> | null} room
+ * @property {ReturnType<typeof setTimeout> | null} [boardTimer] the pending HTTP read of the top 10
+ * @property {number} [boardReadAt] when the last one was sent (ms)
+ */
+
+/**
+ * The live session on screen (null on the other host views). Typed as a Live so
+ * its fields are checked; its nullness is not (the views guard it themselves).
+ * @type {Live}
+ */
+let live = /** @type {any} */ (null);
 
 /** Entry point of /host. */
 export function startHost() {
@@ -32,7 +51,7 @@ export function startHost() {
 }
 
 function wire() {
-  $("#h-signin").addEventListener("submit", async (e) => {
+  $("#h-signin").addEventListener("submit", async (/** @type {any} */ e) => {
     e.preventDefault();
     const form = e.currentTarget;
     const body = { username: form.elements.username.value.trim(), password: form.elements.password.value };
@@ -45,7 +64,7 @@ function wire() {
     }
   });
 
-  $("#h-signup").addEventListener("submit", async (e) => {
+  $("#h-signup").addEventListener("submit", async (/** @type {any} */ e) => {
     e.preventDefault();
     const form = e.currentTarget;
     const username = form.elements.username.value.trim();
@@ -74,7 +93,7 @@ function wire() {
     showAuth();
   });
 
-  mountQuizEditor($("#h-quiz-form"), async (body) => {
+  mountQuizEditor($("#h-quiz-form"), async (/** @type {any} */ body) => {
     let created;
     try {
       created = await api.post("/api/quiz/quizzes", body);
@@ -107,6 +126,9 @@ function adoptSessionLink() {
   history.replaceState(null, "", "/host");
 }
 
+/**
+ * @param {any} body
+ */
 async function signIn(body) {
   const pair = await api.post("/api/iam/token", body, { auth: false });
   if (pair.user?.role !== "host") throw new Error("This account cannot host quizzes.");
@@ -131,11 +153,14 @@ function showDash() {
 }
 
 function myQuizzes() {
-  return load(QUIZZES_KEY, []).filter((q) => q.owner === api.user?.id);
+  return load(QUIZZES_KEY, []).filter((/** @type {any} */ q) => q.owner === api.user?.id);
 }
 
+/**
+ * @param {any} quiz
+ */
 function rememberQuiz(quiz) {
-  const all = load(QUIZZES_KEY, []).filter((q) => q.id !== quiz.id);
+  const all = load(QUIZZES_KEY, []).filter((/** @type {any} */ q) => q.id !== quiz.id);
   all.unshift({ ...quiz, owner: api.user?.id });
   save(QUIZZES_KEY, all.slice(0, 50));
 }
@@ -147,14 +172,14 @@ async function loadQuizzes(focusId = null) {
   const quizzes = myQuizzes();
   try {
     const { items } = await api.get("/api/quiz/quizzes");
-    for (const q of items) if (!quizzes.some((m) => m.id === q.id)) quizzes.push({ ...q, public: true, listed: true });
+    for (const q of items) if (!quizzes.some((/** @type {any} */ m) => m.id === q.id)) quizzes.push({ ...q, public: true, listed: true });
   } catch (err) {
     status.textContent = `Public quizzes could not be loaded: ${describeError(err)}`;
   }
   if (!quizzes.length) status.textContent = "No quizzes yet: write one below.";
   else if (!status.textContent.startsWith("Public")) status.textContent = "";
   $("#h-quizzes").replaceChildren(
-    ...quizzes.map((q) =>
+    ...quizzes.map((/** @type {any} */ q) =>
       h(
         "li",
         { dataset: { quiz: q.id } },
@@ -166,7 +191,7 @@ async function loadQuizzes(focusId = null) {
         ),
         h(
           "button",
-          { type: "button", class: "btn primary", "aria-label": `Open a live session of ${q.title}`, onclick: (e) => openSession(q, e.currentTarget) },
+          { type: "button", class: "btn primary", "aria-label": `Open a live session of ${q.title}`, onclick: (/** @type {any} */ e) => openSession(q, e.currentTarget) },
           "Open live session",
         ),
       ),
@@ -175,6 +200,10 @@ async function loadQuizzes(focusId = null) {
   if (focusId) $(`#h-quizzes [data-quiz="${CSS.escape(focusId)}"] button`)?.focus();
 }
 
+/**
+ * @param {any} quiz
+ * @param {HTMLButtonElement} button
+ */
 async function openSession(quiz, button) {
   const dash = $("#h-dash");
   setError(dash, "");
@@ -196,14 +225,17 @@ async function openSession(quiz, button) {
 
 function closeSession({ forget = true } = {}) {
   if (live) {
-    clearTimeout(live.boardTimer);
+    clearTimeout(live.boardTimer ?? undefined);
     live.room?.close();
     live.countdown.stop();
   }
-  live = null;
+  live = /** @type {any} */ (null);
   if (forget) save(SESSION_KEY, null);
 }
 
+/**
+ * @param {any} session
+ */
 async function enterSession(session) {
   closeSession({ forget: false });
   const root = $("#h-session");
@@ -233,24 +265,24 @@ async function enterSession(session) {
   if (api.tokenTtl() < 30) await api.refresh();
   if (current !== live) return; // left while the token was renewed
   if (!session.title && session.quiz_id) describeQuiz(current);
-  const mine = (fn) => (ev) => current === live && fn(ev);
+  const mine = (/** @type {(ev: any) => unknown} */ fn) => (/** @type {any} */ ev) => current === live && fn(ev);
   live.room = openRoom(api, session.id, {
     joined: mine(onJoined),
-    refused: mine((error) => {
+    refused: mine((/** @type {string} */ error) => {
       closeSession();
       showDash();
       setError($("#h-dash"), `Could not reopen the session: ${error}`);
     }),
     leaderboard: mine(onLeaderboard),
-    question: mine((ev) => showQuestion(ev, serverOffset(ev.server_time_ms))),
+    question: mine((/** @type {any} */ ev) => showQuestion(ev, serverOffset(ev.server_time_ms))),
     question_closed: mine(onQuestionClosed),
-    session_state: mine((ev) => {
+    session_state: mine((/** @type {any} */ ev) => {
       if (ev.players !== live.board.snapshot?.players) refreshBoardSoon();
       setPlayers(ev.players);
       if (typeof ev.question_index === "number" && ev.question_index >= 0) live.index = ev.question_index;
       setState(ev.state);
     }),
-    session_ended: mine((ev) => {
+    session_ended: mine((/** @type {any} */ ev) => {
       live.board.finish(ev.entries, ev.players);
       drawBoard();
       setState("ended");
@@ -258,7 +290,10 @@ async function enterSession(session) {
   });
 }
 
-/** Title and question count of a session adopted from a link (its host may read the quiz). */
+/**
+ * Title and question count of a session adopted from a link (its host may read the quiz).
+ * @param {Live} current
+ */
 async function describeQuiz(current) {
   try {
     const quiz = await api.get(`/api/quiz/quizzes/${encodeURIComponent(current.session.quiz_id)}`);
@@ -272,12 +307,18 @@ async function describeQuiz(current) {
   }
 }
 
+/**
+ * @param {any} ack
+ */
 function onJoined(ack) {
   if (ack.leaderboard) onLeaderboard(ack.leaderboard);
   if (ack.question) showQuestion(ack.question, serverOffset(ack.question.server_time_ms));
   if (ack.state) setState(ack.state);
 }
 
+/**
+ * @param {any} snap
+ */
 function onLeaderboard(snap) {
   if (!live.board.accept(snap)) return;
   drawBoard();
@@ -311,6 +352,9 @@ function drawBoard() {
   if (live.session.state === "ended") renderPodium($("[data-podium]", live.root), live.board.snapshot?.entries, null);
 }
 
+/**
+ * @param {number} n
+ */
 function setPlayers(n) {
   if (typeof n !== "number") return;
   live.players = n;
@@ -318,6 +362,9 @@ function setPlayers(n) {
   $("[data-h-players-word]", live.root).textContent = n === 1 ? "player" : "players";
 }
 
+/**
+ * @param {string} state
+ */
 function setState(state) {
   const s = live.session;
   if (s.state !== state) {
@@ -325,6 +372,7 @@ function setState(state) {
     save(SESSION_KEY, s);
     if (state === "ended") announce("The quiz has ended.");
   }
+  /** @type {Record<string, string>} */
   const labels = { lobby: "Waiting for players", running: "Running", ended: "Ended" };
   $("[data-h-state]", live.root).textContent = labels[state] || state;
   $("[data-join]", live.root).classList.toggle("compact", state !== "lobby");
@@ -368,6 +416,10 @@ async function advance() {
   }
 }
 
+/**
+ * @param {any} q
+ * @param {number} offset
+ */
 function showQuestion(q, offset) {
   live.question = q;
   live.index = q.index;
@@ -376,7 +428,7 @@ function showQuestion(q, offset) {
   $("[data-q-index]", panel).textContent = `Question ${q.index + 1} of ${q.count}`;
   $("[data-q-text]", panel).textContent = q.text;
   $("[data-choices]", panel).replaceChildren(
-    ...q.choices.map((text, i) =>
+    ...q.choices.map((/** @type {string} */ text, /** @type {number} */ i) =>
       h("li", { class: `choice c${i}` }, h("span", { class: "key", "aria-hidden": "true" }, String(i + 1)), h("span", { class: "text" }, text)),
     ),
   );
@@ -385,6 +437,9 @@ function showQuestion(q, offset) {
   if (live.session.state === "lobby") setState("running");
 }
 
+/**
+ * @param {any} ev
+ */
 function onQuestionClosed(ev) {
   const q = live.question?.question_id === ev.question_id ? live.question : null;
   if (q) {
@@ -394,12 +449,12 @@ function onQuestionClosed(ev) {
       li.classList.toggle("dim", i !== ev.answer);
     });
   }
-  const choices = q?.choices || ev.distribution.map((_, i) => `Choice ${i + 1}`);
-  const total = ev.distribution.reduce((a, b) => a + b, 0);
+  const choices = q?.choices || ev.distribution.map((/** @type {unknown} */ _, /** @type {number} */ i) => `Choice ${i + 1}`);
+  const total = ev.distribution.reduce((/** @type {number} */ a, /** @type {number} */ b) => a + b, 0);
   const panel = $("#h-closed");
   $("[data-closed-index]", panel).textContent = String((q?.index ?? ev.index ?? 0) + 1);
   $("[data-distribution]", panel).replaceChildren(
-    ...choices.map((text, i) => {
+    ...choices.map((/** @type {string} */ text, /** @type {number} */ i) => {
       const n = ev.distribution[i] || 0;
       const right = i === ev.answer;
       return h(

@@ -3,13 +3,26 @@
 
 import { fmt, h, plural } from "./dom.js";
 
+/**
+ * One row of a leaderboard (protocol: LeaderboardEntry).
+ * @typedef {{rank: number, user_id: string, nickname: string, score: number}} Entry
+ */
+/**
+ * A leaderboard snapshot (protocol: the `leaderboard` event, the `top` reply).
+ * @typedef {{entries: Entry[], players?: number, version?: number, session_id?: string}} Snapshot
+ */
+
 export class Board {
   constructor() {
     this.version = -1;
+    /** @type {Snapshot | null} */
     this.snapshot = null;
   }
 
-  /** Take `snap` if it is newer than what is shown; true when it was taken. */
+  /**
+   * Take `snap` if it is newer than what is shown; true when it was taken.
+   * @param {any} snap
+   */
   accept(snap) {
     if (!snap || !Array.isArray(snap.entries)) return false;
     const version = typeof snap.version === "number" ? snap.version : -1;
@@ -19,13 +32,20 @@ export class Board {
     return true;
   }
 
-  /** Replace the board with a final one (session_ended carries no version). */
+  /**
+   * Replace the board with a final one (session_ended carries no version).
+   * @param {Entry[]} entries
+   * @param {number} [players]
+   */
   finish(entries, players) {
     this.version = Number.MAX_SAFE_INTEGER;
     this.snapshot = { entries, players, version: this.version };
   }
 
-  /** This user's entry if they are in the top 10. */
+  /**
+   * This user's entry if they are in the top 10.
+   * @param {string | null | undefined} userId
+   */
   entryOf(userId) {
     return this.snapshot?.entries.find((e) => e.user_id === userId) || null;
   }
@@ -59,7 +79,12 @@ export function renderBoard(list, board, meId, countEl = null) {
   if (countEl) countEl.textContent = snap ? `(${plural(snap.players ?? snap.entries.length, "player")})` : "";
 }
 
-/** Draw the top three of `entries` as a podium into `list` (an <ol>). */
+/**
+ * Draw the top three of `entries` as a podium into `list` (an <ol>).
+ * @param {HTMLElement} list
+ * @param {Entry[] | null | undefined} entries
+ * @param {string | null | undefined} meId
+ */
 export function renderPodium(list, entries, meId) {
   const top = (entries || []).slice(0, 3);
   list.replaceChildren(

@@ -14,8 +14,28 @@ const SESSION_KEY = "player.session";
 const ANSWERS_KEY = "player.answers";
 const MAX_KEPT_ANSWERS = 200;
 
-/** The game in progress (null on the name and join views). */
-let game = null;
+/**
+ * A game in progress.
+ * @typedef {object} Game
+ * @property {any} session the stored session (its id, code, title, mode)
+ * @property {HTMLElement} root
+ * @property {Board} board
+ * @property {Countdown} countdown
+ * @property {any} question the question on screen, null between questions
+ * @property {number} offset server clock minus local clock (ms)
+ * @property {boolean} answering
+ * @property {boolean} finished
+ * @property {any} me this player's own rank and score, when known
+ * @property {number} meSeq
+ * @property {ReturnType<typeof openRoom> | null} room
+ */
+
+/**
+ * The game in progress (null on the name and join views). Typed as a Game so its
+ * fields are checked; its nullness is not (the views guard it themselves).
+ * @type {Game}
+ */
+let game = /** @type {any} */ (null);
 
 /** Entry point: `code` comes from a /join/CODE link. */
 export function startPlayer({ code = "" } = {}) {
@@ -35,7 +55,7 @@ export function startPlayer({ code = "" } = {}) {
 // ----------------------------------------------------------------------------- name and join
 
 function wireForms() {
-  $("#p-name-form").addEventListener("submit", async (e) => {
+  $("#p-name-form").addEventListener("submit", async (/** @type {any} */ e) => {
     e.preventDefault();
     const form = e.currentTarget;
     const nickname = form.elements.nickname.value.trim();
@@ -52,7 +72,7 @@ function wireForms() {
     }
   });
 
-  $("#p-join-form").addEventListener("submit", async (e) => {
+  $("#p-join-form").addEventListener("submit", async (/** @type {any} */ e) => {
     e.preventDefault();
     const form = e.currentTarget;
     const code = normaliseCode(form.elements.code.value);
@@ -105,10 +125,10 @@ async function loadPublicQuizzes() {
   status.textContent = "Loading quizzes…";
   try {
     const { items } = await api.get("/api/quiz/quizzes");
-    const playable = items.filter((q) => q.open_session_id);
+    const playable = items.filter((/** @type {any} */ q) => q.open_session_id);
     status.textContent = playable.length ? "" : "No public quizzes yet.";
     list.replaceChildren(
-      ...playable.map((q) =>
+      ...playable.map((/** @type {any} */ q) =>
         h(
           "li",
           {},
@@ -119,7 +139,7 @@ async function loadPublicQuizzes() {
               type: "button",
               class: "btn",
               "aria-label": `Play ${q.title}`,
-              onclick: (e) =>
+              onclick: (/** @type {any} */ e) =>
                 busy(e.currentTarget.parentElement, join({ session_id: q.open_session_id }, q.title)).catch((err) =>
                   setError($("#p-join-form"), joinError(err)),
                 ),
@@ -134,17 +154,26 @@ async function loadPublicQuizzes() {
   }
 }
 
+/**
+ * @param {string} raw
+ */
 function normaliseCode(raw) {
   return String(raw || "").replace(/\s+/g, "").toUpperCase();
 }
 
+/**
+ * @param {any} err
+ */
 function joinError(err) {
   if (err.status === 404) return "No quiz session has this code. Check it and try again.";
   if (err.status === 409) return "This session is not open any more.";
   return describeError(err);
 }
 
-/** Join by `{code}` or `{session_id}` and open the game view. */
+/**
+ * Join by `{code}` or `{session_id}` and open the game view.
+ * @param {any} body
+ */
 async function join(body, title = "") {
   const res = await api.post("/api/quiz/sessions/join", body);
   const session = { ...res, title: res.title || title || "Quiz", code: body.code || "" };
@@ -158,10 +187,13 @@ function leaveGame() {
   if (!game) return;
   game.room?.close();
   game.countdown.stop();
-  game = null;
+  game = /** @type {any} */ (null);
   save(SESSION_KEY, null);
 }
 
+/**
+ * @param {any} session
+ */
 async function enterGame(session) {
   if (game) leaveGame();
   const root = $("#p-game");
@@ -205,6 +237,9 @@ async function enterGame(session) {
 
 const isLive = () => game?.session.mode === "live";
 
+/**
+ * @param {any} ack
+ */
 function onJoined(ack) {
   if (ack.leaderboard) onLeaderboard(ack.leaderboard);
   if (ack.state) setState(ack.state);
@@ -215,6 +250,9 @@ function onJoined(ack) {
   else if (ack.state === "ended") showEnded();
 }
 
+/**
+ * @param {string} error
+ */
 function onRefused(error) {
   const session = game?.session;
   leaveGame();
@@ -222,12 +260,18 @@ function onRefused(error) {
   showJoin(session?.code || "", `Could not rejoin "${session?.title || "the quiz"}": ${error}`);
 }
 
+/**
+ * @param {string} state
+ */
 function setState(state) {
   if (!game || game.session.state === state) return;
   game.session.state = state;
   save(SESSION_KEY, game.session);
 }
 
+/**
+ * @param {any} snap
+ */
 function onLeaderboard(snap) {
   if (!game.board.accept(snap)) return;
   const root = game.root;
@@ -236,9 +280,12 @@ function onLeaderboard(snap) {
   if (mine) updateMe({ rank: mine.rank, score: mine.score, players: snap.players });
   else if (game.me) updateMe({ players: snap.players });
   setPlayers(snap.players);
-  if (game.finished) renderPodium($("[data-podium]", root), game.board.snapshot.entries, api.user?.id);
+  if (game.finished) renderPodium($("[data-podium]", root), snap.entries, api.user?.id);
 }
 
+/**
+ * @param {any} ev
+ */
 function onSessionState(ev) {
   setPlayers(ev.players);
   if (isLive() && ev.state === "running" && ev.question_index > (game.question?.index ?? -1)) {
@@ -254,6 +301,9 @@ function onSessionState(ev) {
   } else setState(ev.state);
 }
 
+/**
+ * @param {any} ev
+ */
 function onSessionEnded(ev) {
   game.board.finish(ev.entries, ev.players);
   renderBoard($("[data-board]", game.root), game.board, api.user?.id, $("[data-board-players]", game.root));
@@ -261,6 +311,9 @@ function onSessionEnded(ev) {
   showEnded();
 }
 
+/**
+ * @param {number} n
+ */
 function setPlayers(n) {
   if (typeof n !== "number") return;
   $("[data-players]", game.root).textContent = `${plural(n, "player")} here.`;
@@ -317,6 +370,10 @@ async function nextSelfPacedQuestion() {
 
 const questionPath = () => `/api/quiz/sessions/${encodeURIComponent(game.session.session_id)}/question`;
 
+/**
+ * @param {any} q
+ * @param {number} offset
+ */
 function showQuestion(q, offset) {
   const same = game.question?.question_id === q.question_id;
   game.question = { ...q, closed: same ? game.question.closed : false };
@@ -332,7 +389,7 @@ function showQuestion(q, offset) {
     $("[data-q-index]", panel).textContent = `Question ${q.index + 1} of ${q.count}`;
     $("[data-q-text]", panel).textContent = q.text;
     $("[data-choices]", panel).replaceChildren(
-      ...q.choices.map((text, i) =>
+      ...q.choices.map((/** @type {string} */ text, /** @type {number} */ i) =>
         h(
           "button",
           { type: "button", class: `choice c${i}`, "aria-pressed": "false", dataset: { i }, onclick: () => choose(i) },
@@ -371,6 +428,9 @@ function lockChoices() {
   for (const b of choiceButtons()) b.disabled = true;
 }
 
+/**
+ * @param {number} i
+ */
 async function choose(i) {
   const q = game?.question;
   if (!q || q.closed || game.answering || q.answered || i >= q.choices.length) return;
@@ -402,7 +462,11 @@ async function choose(i) {
   }
 }
 
-/** POST the answer; a retry after a lost reply is safe (the first answer counts). */
+/**
+ * POST the answer; a retry after a lost reply is safe (the first answer counts).
+ * @param {string} questionId
+ * @param {number} choice
+ */
 async function sendAnswer(questionId, choice) {
   const path = `/api/quiz/sessions/${encodeURIComponent(game.session.session_id)}/answers`;
   for (let attempt = 0; ; attempt++) {
@@ -416,6 +480,7 @@ async function sendAnswer(questionId, choice) {
   }
 }
 
+/** @param {{choice: number, result: any}} answered the choice and the server's reply */
 function showAnswered({ choice, result }) {
   const buttons = choiceButtons();
   buttons.forEach((b, j) => {
@@ -441,13 +506,16 @@ function showAnswered({ choice, result }) {
   }
 }
 
+/**
+ * @param {any} ev
+ */
 function onQuestionClosed(ev) {
   const q = game.question;
   if (!q || ev.question_id !== q.question_id) return;
   q.closed = true;
   game.countdown.close();
   const buttons = choiceButtons();
-  const total = (ev.distribution || []).reduce((a, b) => a + b, 0);
+  const total = (ev.distribution || []).reduce((/** @type {number} */ a, /** @type {number} */ b) => a + b, 0);
   buttons.forEach((b, j) => {
     b.disabled = true;
     b.classList.toggle("correct", j === ev.answer);
@@ -462,6 +530,11 @@ function onQuestionClosed(ev) {
   else showClosed(q, record, ev);
 }
 
+/**
+ * @param {any} q
+ * @param {any} record
+ * @param {any} ev
+ */
 function showClosed(q, record, ev) {
   const lines = [`Right answer: ${q.choices[ev.answer] ?? "?"}`];
   const correct = record ? (record.result.held ? record.choice === ev.answer : record.result.correct) : false;
@@ -473,7 +546,12 @@ function showClosed(q, record, ev) {
   setFeedback(correct ? "right" : record ? "wrong" : "late", lines);
 }
 
-/** A held result: the same answer again (a repeat, never scored twice) now returns the full reply. */
+/**
+ * A held result: the same answer again (a repeat, never scored twice) now returns the full reply.
+ * @param {any} q
+ * @param {any} record
+ * @param {any} ev
+ */
 async function revealHeld(q, record, ev) {
   showClosed(q, record, ev);
   const current = game;
@@ -544,6 +622,9 @@ async function refreshMe() {
   }
 }
 
+/**
+ * @param {any} patch
+ */
 function updateMe(patch) {
   game.me = { ...(game.me || {}), ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v != null)) };
   renderMe();
@@ -569,13 +650,20 @@ function renderMe() {
 
 // ----------------------------------------------------------------------------- small parts
 
+/**
+ * @param {string} kind
+ * @param {string[]} lines
+ */
 function setFeedback(kind, lines) {
   const el = $("#p-feedback");
   el.className = `feedback ${kind}`.trim();
-  el.replaceChildren(...lines.map((l, i) => h(i === 0 ? "strong" : "span", {}, l)));
+  el.replaceChildren(...lines.map((/** @type {string} */ l, /** @type {number} */ i) => h(i === 0 ? "strong" : "span", {}, l)));
   el.hidden = lines.length === 0;
 }
 
+/**
+ * @param {string} questionId
+ */
 function answerKey(questionId) {
   return `${game.session.session_id}:${questionId}`;
 }
@@ -584,6 +672,10 @@ function storedAnswers() {
   return load(ANSWERS_KEY, {});
 }
 
+/**
+ * @param {string} questionId
+ * @param {any} record
+ */
 function rememberAnswer(questionId, record) {
   const all = storedAnswers();
   all[answerKey(questionId)] = record;
@@ -592,9 +684,13 @@ function rememberAnswer(questionId, record) {
   save(ANSWERS_KEY, all);
 }
 
+/**
+ * Keys 1-6 choose an answer (not while typing in a field).
+ * @param {KeyboardEvent} e
+ */
 function onKey(e) {
   if (!game || $("#p-game").hidden || e.ctrlKey || e.metaKey || e.altKey) return;
-  if (e.target.closest?.("input, textarea, select")) return;
+  if (/** @type {Element | null} */ (e.target)?.closest?.("input, textarea, select")) return;
   const n = Number(e.key);
   if (Number.isInteger(n) && n >= 1 && n <= 6 && !$("#p-question").hidden) {
     e.preventDefault();

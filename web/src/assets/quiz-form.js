@@ -18,7 +18,10 @@ const EXAMPLE = {
 };
 
 export class QuizInputError extends Error {
-  /** A validation message plus the field to focus. */
+  /**
+   * A validation message plus the field to focus.
+   * @param {string} message
+   */
   constructor(message, field = null) {
     super(message);
     this.field = field;
@@ -26,11 +29,13 @@ export class QuizInputError extends Error {
 }
 
 let uid = 0;
-const nextId = (prefix) => `${prefix}-${++uid}`;
+const nextId = (/** @type {string} */ prefix) => `${prefix}-${++uid}`;
 
 /**
  * Build the editor inside `form`. `onSubmit(quizIn)` gets a valid QuizIn body
  * and returns a promise; the editor shows its errors in `[data-error]`.
+ * @param {any} form
+ * @param {(body: any) => Promise<unknown>} onSubmit
  */
 export function mountQuizEditor(form, onSubmit) {
   const titleId = nextId("quiz-title");
@@ -54,7 +59,7 @@ export function mountQuizEditor(form, onSubmit) {
     h("label", { for: jsonId }, "Quiz as JSON ", h("span", { class: "muted small" }, "(the body of POST /api/quiz/quizzes)")),
     jsonArea,
   );
-  const modeRadio = (value, label, checked) => {
+  const modeRadio = (/** @type {string} */ value, /** @type {string} */ label, /** @type {boolean} */ checked) => {
     const id = nextId("mode");
     return h(
       "span",
@@ -86,7 +91,7 @@ export function mountQuizEditor(form, onSubmit) {
   );
 
   const mode = () => form.querySelector(`input[name="${modeName}"]:checked`).value;
-  form.addEventListener("change", (e) => {
+  form.addEventListener("change", (/** @type {any} */ e) => {
     if (e.target.name !== modeName) return;
     formPart.hidden = mode() !== "form";
     jsonPart.hidden = mode() !== "json";
@@ -100,7 +105,7 @@ export function mountQuizEditor(form, onSubmit) {
   questionEditor(questions);
   renumber(questions);
 
-  form.addEventListener("submit", async (e) => {
+  form.addEventListener("submit", async (/** @type {any} */ e) => {
     e.preventDefault();
     const error = $("[data-error]", form);
     error.textContent = "";
@@ -134,6 +139,9 @@ export function mountQuizEditor(form, onSubmit) {
   }
 }
 
+/**
+ * @param {any} list
+ */
 function questionEditor(list) {
   const textId = nextId("q-text");
   const timeId = nextId("q-time");
@@ -186,6 +194,10 @@ function questionEditor(list) {
   return fieldset;
 }
 
+/**
+ * @param {any} choices
+ * @param {string} right
+ */
 function choiceRow(choices, right) {
   const textId = nextId("choice");
   const radioId = nextId("right");
@@ -208,6 +220,9 @@ function choiceRow(choices, right) {
   return row;
 }
 
+/**
+ * @param {any} list
+ */
 function renumber(list) {
   [...list.children].forEach((fs, i) => {
     fs.querySelector("legend").textContent = `Question ${i + 1}`;
@@ -215,6 +230,9 @@ function renumber(list) {
   });
 }
 
+/**
+ * @param {any} fieldset
+ */
 function renumberChoices(fieldset) {
   const rows = [...fieldset.querySelectorAll(".choice-row")];
   rows.forEach((row, i) => {
@@ -227,12 +245,19 @@ function renumberChoices(fieldset) {
   fieldset.querySelector("[data-add-choice]").hidden = rows.length >= MAX_CHOICES;
 }
 
+/**
+ * @param {any} form
+ */
 function readTitle(form) {
   const title = form.elements.title.value.trim();
   if (!title) throw new QuizInputError("Give the quiz a title.", form.elements.title);
   return title;
 }
 
+/**
+ * @param {any} form
+ * @param {any} list
+ */
 function readForm(form, list) {
   const title = readTitle(form);
   const questions = [...list.children].map((fs, qi) => {
@@ -264,6 +289,10 @@ function readForm(form, list) {
   return { title, public: form.elements.public.checked, questions };
 }
 
+/**
+ * @param {any} form
+ * @param {any} area
+ */
 function readJson(form, area) {
   let body;
   try {
@@ -277,7 +306,7 @@ function readJson(form, area) {
   if (body.public === undefined) body.public = form.elements.public.checked;
   if (!Array.isArray(body.questions) || !body.questions.length)
     throw new QuizInputError("The JSON needs a non-empty \"questions\" list.", area);
-  body.questions.forEach((q, i) => {
+  body.questions.forEach((/** @type {any} */ q, /** @type {number} */ i) => {
     if (!q || !Array.isArray(q.choices) || q.choices.length < MIN_CHOICES || q.choices.length > MAX_CHOICES)
       throw new QuizInputError(`Question ${i + 1}: give 2 to 6 choices.`, area);
     if (!Number.isInteger(q.answer) || q.answer < 0 || q.answer >= q.choices.length)

@@ -12,10 +12,14 @@ const EVENTS = ["leaderboard", "question", "question_closed", "session_state", "
  * `handlers`: {joined(ack), refused(error), leaderboard(ev), question(ev),
  * question_closed(ev), session_state(ev), session_ended(ev)}.
  * Returns {close()}.
+ * @param {import("./api.js").Api} api
+ * @param {string} sessionId
+ * @param {Record<string, ((payload: any) => void) | undefined>} handlers
  */
 export function openRoom(api, sessionId, handlers) {
   // Long-polling requests must reach the same socket.io process: nginx hashes on ?sticky.
   const sticky = Math.random().toString(36).slice(2, 12);
+  /** @type {string | null} */
   let triedToken = null;
   const socket = io({
     path: "/socket.io",
@@ -43,7 +47,7 @@ export function openRoom(api, sessionId, handlers) {
   }
 
   const join = () => {
-    socket.timeout(8000).emit("join", { session_id: sessionId }, (err, ack) => {
+    socket.timeout(8000).emit("join", { session_id: sessionId }, (/** @type {Error | null} */ err, /** @type {any} */ ack) => {
       if (closed) return;
       if (err) {
         // No ack in time: try again while the connection is up.
