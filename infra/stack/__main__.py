@@ -1,7 +1,7 @@
-"""``python -m infra.stack``: see infra/stack/__init__.py."""
+"""``python -m infra.stack``: the commands of infra/stack/cli.py."""
 
 import sys
 
-from infra.stack import main
+from infra.stack.cli import main
 
 sys.exit(main())

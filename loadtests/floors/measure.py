@@ -125,7 +125,7 @@ class FloorServers:
         return lay.http_port
 
     def pids(self) -> dict[str, int]:
-        return {n: p["pid"] for n, p in self.stack.procs.items()}
+        return {n: p.pid for n, p in self.stack.procs.items()}
 
     def stop(self) -> None:
         for name in list(self.stack.procs):
