@@ -28,6 +28,7 @@ from infra.stack.packages import kafka_libs, need_binary, nginx_binary
 from infra.stack.procs import Stack, kill_group
 from infra.stack.servers import (
     granian,
+    kafka_log4j,
     sio_server,
     start_nginx,
     start_redis_commander,
@@ -68,6 +69,7 @@ __all__ = [
     "granian",
     "http_ok",
     "kafka_libs",
+    "kafka_log4j",
     "kill_group",
     "main",
     "move_dev_ports",

@@ -21,6 +21,7 @@ from infra.stack.procs import Stack
 from infra.stack.servers import (
     infra_servers,
     restart,
+    run_module,
     servers,
     start_infra,
     start_nginx,
@@ -96,13 +97,7 @@ def admin_summary(stack: Stack) -> list[str]:
 
 
 def seed_demo(stack: Stack) -> dict[str, Any]:
-    r = subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "services.quiz.demo"],
-        cwd=ROOT,
-        env={**os.environ, **stack.layout.service_env()},
-        capture_output=True,
-        text=True,
-    )
+    r = run_module(stack, "services.quiz.demo", capture=True)
     if r.returncode != 0:
         say(f"demo quiz: could not be loaded:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
         return {}

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from infra.stack.admin import (
     ADMIN_NAME,
@@ -46,6 +47,10 @@ class Log:
         return log_since(self.path, self.offset) if self.path.exists() else b""
 
 
+def is_ready(s: Server, log: Log) -> bool:
+    return s.ready(log) if s.ready else port_open(s.ports[0])
+
+
 @dataclass(frozen=True)
 class Server:
     """One server of a stack: all that starting, checking and stopping it needs."""
@@ -54,9 +59,10 @@ class Server:
     group: str  # infra, service, edge or admin
     # Readies its folders and files, then returns the command line.
     command: Callable[[Stack], list[str]]
-    # Whether it serves, given what its log gained since this start.
-    ready: Callable[[Log], bool]
     ports: tuple[int, ...] = ()  # what it listens on (refused up front when taken)
+    # Whether it serves, given what its log gained since this start (by default: its
+    # first port accepts connections).
+    ready: Callable[[Log], bool] | None = None
     where: str = ""  # where it serves, for the progress lines
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None  # run as this user when started as root
@@ -65,10 +71,6 @@ class Server:
     ready_timeout: float = 60
     stop_timeout: float = 10  # `down`: SIGKILL after this many seconds
     after: Callable[[Stack], None] | None = None  # once ready, before anything else
-
-
-def listening(port: int) -> Callable[[Log], bool]:
-    return lambda _log: port_open(port)
 
 
 def answering(url: str, any_status: bool = True) -> Callable[[Log], bool]:
@@ -101,7 +103,7 @@ def start(stack: Stack, servers: Sequence[Server]) -> list[str]:
         pid = stack.spawn(s.name, argv, env=s.env, user=s.user, group=s.group)
         started.append((s, log, pid))
     for s, log, pid in started:
-        wait_for(s.name, functools.partial(s.ready, log), s.ready_timeout, log.path, pid)
+        wait_for(s.name, functools.partial(is_ready, s, log), s.ready_timeout, log.path, pid)
         if s.after:
             s.after(stack)
         if s.group != "service":
@@ -261,7 +263,6 @@ def redis(lay: Layout) -> Server:
         name="redis",
         group="infra",
         command=command,
-        ready=listening(lay.redis_port),
         ports=(lay.redis_port,),
         where=f"127.0.0.1:{lay.redis_port}",
         external="redis_url",
@@ -295,18 +296,28 @@ KAFKA_THREADS = [
     # The controller appends a no-op record to the metadata log this often when idle.
     "metadata.max.idle.interval.ms=5000",
 ]
-KAFKA_LOG4J = """status = warn
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.stdout.ref = STDOUT
-logger.kafka.name = kafka
-logger.kafka.level = INFO
-logger.state.name = state.change.logger
-logger.state.level = WARN
-"""
+
+
+def kafka_log4j(root_level: str, loggers: dict[str, tuple[str, str]]) -> str:
+    """A broker's log4j2.properties: to stdout (its log file), ``root_level`` and
+    then ``loggers`` (id -> (logger name, level))."""
+    lines = [
+        "status = warn",
+        "appender.console.type = Console",
+        "appender.console.name = STDOUT",
+        "appender.console.layout.type = PatternLayout",
+        "appender.console.layout.pattern = [%d] %p %m (%c)%n",
+        f"rootLogger.level = {root_level}",
+        "rootLogger.appenderRef.stdout.ref = STDOUT",
+    ]
+    for key, (name, level) in loggers.items():
+        lines += [f"logger.{key}.name = {name}", f"logger.{key}.level = {level}"]
+    return "\n".join([*lines, ""])
+
+
+KAFKA_LOG4J = kafka_log4j(
+    "INFO", {"kafka": ("kafka", "INFO"), "state": ("state.change.logger", "WARN")}
+)
 
 
 def kafka_properties(lay: Layout, kdir: Path) -> str:
@@ -398,23 +409,26 @@ def kafka(lay: Layout) -> Server:
     )
 
 
-def create_topics(stack: Stack) -> None:
-    r = subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "services.common.kafka", "create-topics"],
+def run_module(
+    stack: Stack, module: str, *args: str, capture: bool = False
+) -> CompletedProcess[str]:
+    """``python -m MODULE ARGS`` of the project with this stack's environment."""
+    return subprocess.run(
+        [str(VENV_BIN / "python"), "-m", module, *args],
         cwd=ROOT,
         env={**os.environ, **stack.layout.service_env()},
+        capture_output=capture,
+        text=True,
     )
-    if r.returncode != 0:
+
+
+def create_topics(stack: Stack) -> None:
+    if run_module(stack, "services.common.kafka", "create-topics").returncode != 0:
         die("could not create the Kafka topics")
 
 
 def migrate(stack: Stack) -> None:
-    r = subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "services.common.db", "migrate"],
-        cwd=ROOT,
-        env={**os.environ, **stack.layout.service_env()},
-    )
-    if r.returncode != 0:
+    if run_module(stack, "services.common.db", "migrate").returncode != 0:
         die("database migrations failed")
     say("postgres: migrations applied")
 
@@ -562,7 +576,6 @@ def nginx(lay: Layout) -> Server:
         name="nginx",
         group="edge",
         command=command,
-        ready=listening(lay.http_port),
         ports=(lay.http_port,),
         where=lay.base_url,
         port_var="QUIZ_HTTP_PORT",
