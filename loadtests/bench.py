@@ -8,7 +8,7 @@
    ``--use-running`` measures the ``./dev up`` stack. All load comes from
    127.0.0.1 and nginx limits per client address, so the bench's own stack runs
    with raised limits (``BENCH_RATES``, written into the report); the defaults in
-   infra/stack.py stay as they are.
+   infra/stack/nginx.py stay as they are.
 2. Measures the floors in the same run: the bare Litestar+msgspec POST and the bare
    python-socketio room emit (``loadtests.floors``), with the same workers.
 3. Runs the scenarios, the generator in worker processes (``loadtests.worker``),
