@@ -72,10 +72,9 @@ class BenchStack:
             for k, v in BENCH_RATES.items():
                 os.environ.setdefault(k, v)
             run_dir = ROOT / ".run" / "bench"
-            if (run_dir / "stack.json").exists():
-                old = st.Stack.load(run_dir)
-                if old is not None:
-                    st.cmd_down(old)
+            old = st.Stack.load(run_dir)
+            if old is not None:
+                st.cmd_down(old)
             shutil.rmtree(run_dir, ignore_errors=True)
             lay = st.Layout.test(run_dir)
             lay.durable = True  # fsync on, as in ./dev up
