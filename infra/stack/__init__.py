@@ -22,7 +22,15 @@ of the project imports.
 
 from infra.stack.admin import ADMIN_NAME, admin_enabled, admin_url
 from infra.stack.cli import cmd_down, cmd_infra_up, cmd_test, cmd_up, main
-from infra.stack.layout import Layout, Proc, State, move_dev_ports, read_layout, read_state
+from infra.stack.layout import (
+    Layout,
+    Proc,
+    State,
+    move_dev_ports,
+    read_layout,
+    read_pids,
+    read_state,
+)
 from infra.stack.nginx import COMPOSE_NGINX, RATE_LIMITS, compose_nginx_text, render_nginx
 from infra.stack.packages import kafka_libs, need_binary, nginx_binary
 from infra.stack.procs import Stack, kill_group
@@ -78,6 +86,7 @@ __all__ = [
     "pid_alive",
     "port_open",
     "read_layout",
+    "read_pids",
     "read_state",
     "reap",
     "render_nginx",

@@ -249,6 +249,12 @@ def read_layout(run_dir: Path) -> Layout:
     return state.layout
 
 
+def read_pids(run_dir: Path) -> dict[str, int]:
+    """Process name -> pid of every process the stack in ``run_dir`` lists."""
+    state = read_state(run_dir)
+    return {name: p.pid for name, p in state.procs.items()} if state else {}
+
+
 def write_state(state: State) -> None:
     """Replace stack.json at once (a reader never sees half a file)."""
     run_dir = state.layout.run_dir
