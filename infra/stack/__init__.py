@@ -1,15 +1,5 @@
-"""Process manager for the whole stack as plain local processes (no Docker).
-
-    python -m infra.stack up [--no-demo]     PostgreSQL, Redis, Kafka, services, nginx (idempotent)
-    python -m infra.stack down               stop what `up` started, by pid, nothing else
-    python -m infra.stack infra-up|infra-down
-    python -m infra.stack status | logs [NAME] | env
-    python -m infra.stack test [PYTEST ARGS] an isolated stack on free ports, pytest, teardown
-
-Each server gets a folder, a port and a log file under one run folder (``.run/dev``
-for ``up``, ``.run/test-*`` for ``test``). A server given by an environment
-variable (``QUIZ_DATABASE_URL``, ``QUIZ_REDIS_URL``, ``QUIZ_KAFKA_BOOTSTRAP``) is
-used as it is and nothing is started for it.
+"""The stack as plain local processes (no Docker): ``python -m infra.stack up``,
+``down``, ``test``, ... (``--help`` and infra/stack/cli.py list the commands).
 
 The package, bottom up: ``util`` (folders, progress lines, ports, pids, waiting),
 ``layout`` (ports and folders of a stack; ``stack.json`` read and written there

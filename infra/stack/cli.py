@@ -1,4 +1,16 @@
-"""The commands of ``python -m infra.stack`` (see the package's docstring)."""
+"""Process manager for the whole stack as plain local processes (no Docker).
+
+    python -m infra.stack up [--no-demo]     PostgreSQL, Redis, Kafka, services, nginx (idempotent)
+    python -m infra.stack down               stop what `up` started, by pid, nothing else
+    python -m infra.stack infra-up|infra-down
+    python -m infra.stack status | logs [NAME] | env
+    python -m infra.stack test [PYTEST ARGS] an isolated stack on free ports, pytest, teardown
+
+Each server gets a folder, a port and a log file under one run folder (``.run/dev``
+for ``up``, ``.run/test-*`` for ``test``). A server given by an environment
+variable (``QUIZ_DATABASE_URL``, ``QUIZ_REDIS_URL``, ``QUIZ_KAFKA_BOOTSTRAP``) is
+used as it is and nothing is started for it.
+"""
 
 from __future__ import annotations
 
@@ -230,11 +242,9 @@ COMMANDS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    import infra.stack
-
     ap = argparse.ArgumentParser(
         prog="infra.stack",
-        description=infra.stack.__doc__,
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("command", choices=COMMANDS)

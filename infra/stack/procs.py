@@ -16,18 +16,22 @@ from infra.stack.util import ROOT, pid_alive, reap
 class Stack:
     """A run folder with its state file: which processes run under which pid."""
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, procs: dict[str, Proc] | None = None):
+        """The stack of ``layout``; its processes are those of the run folder's
+        stack.json unless given."""
         self.layout = layout
         self.dir = layout.run_dir
         self.logs = self.dir / "logs"
         self.state_file = state_file(self.dir)
-        state = read_state(self.dir)
-        self.procs: dict[str, Proc] = state.procs if state else {}
+        if procs is None:
+            state = read_state(self.dir)
+            procs = state.procs if state else {}
+        self.procs = procs
 
     @classmethod
     def load(cls, run_dir: Path) -> Stack | None:
         state = read_state(run_dir)
-        return None if state is None else cls(state.layout)
+        return None if state is None else cls(state.layout, state.procs)
 
     def save(self) -> None:
         write_state(State(layout=self.layout, procs=self.procs))
