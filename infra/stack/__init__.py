@@ -4,14 +4,18 @@
 The package, bottom up: ``util`` (folders, progress lines, ports, pids, waiting),
 ``layout`` (ports and folders of a stack; ``stack.json`` read and written there
 only), ``procs`` (the process table: spawn, stop), ``packages`` (server binaries),
-``nginx`` (the gateway's config), ``admin`` (Redis Commander, kaskade), ``servers``
-(one description per server and the one way to start them), ``ports`` (the
-port-conflict check), ``cli`` (the commands). The names below are the ones the rest
-of the project imports.
+``nginx`` (the gateway's config), ``admin`` (Redis Commander, kaskade), ``server``
+(what a server is: command, environment, readiness, log, ports; the one way to
+start servers), ``engines`` (PostgreSQL, Redis, Kafka), ``apps`` (the services and
+the socket tier), ``servers`` (the whole table, in start order; nginx; restart),
+``ports`` (the port-conflict check), ``cli`` (the commands). The names below are the
+ones the rest of the project imports.
 """
 
 from infra.stack.admin import ADMIN_NAME, admin_enabled, admin_url
+from infra.stack.apps import granian, sio_server
 from infra.stack.cli import cmd_down, cmd_infra_up, cmd_test, cmd_up, main
+from infra.stack.engines import kafka_log4j
 from infra.stack.layout import (
     Layout,
     Proc,
@@ -24,14 +28,7 @@ from infra.stack.layout import (
 from infra.stack.nginx import COMPOSE_NGINX, RATE_LIMITS, compose_nginx_text, render_nginx
 from infra.stack.packages import kafka_libs, need_binary, nginx_binary
 from infra.stack.procs import Stack, kill_group
-from infra.stack.servers import (
-    granian,
-    kafka_log4j,
-    sio_server,
-    start_nginx,
-    start_redis_commander,
-    start_services,
-)
+from infra.stack.servers import start_nginx, start_redis_commander, start_services
 from infra.stack.util import (
     ROOT,
     VENV_BIN,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.stack.admin import ADMIN_NAME, admin_enabled, admin_url, kaskade_argv
+from infra.stack.engines import run_module
 from infra.stack.layout import Layout, read_state
 from infra.stack.nginx import COMPOSE_NGINX, compose_nginx_text, render_nginx
 from infra.stack.packages import nginx_binary
@@ -33,7 +34,6 @@ from infra.stack.procs import Stack
 from infra.stack.servers import (
     infra_servers,
     restart,
-    run_module,
     servers,
     start_infra,
     start_nginx,
