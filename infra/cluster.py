@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,8 @@ from infra.stack import (
     die,
     free_port,
     kafka_libs,
+    kafka_log4j,
+    kill_group,
     need_binary,
     pid_alive,
     port_open,
@@ -52,16 +53,7 @@ KAFKA_BROKERS = 3
 # so a SIGKILLed primary is replaced in a few seconds.
 NODE_TIMEOUT_MS = 2000
 # Warnings only, plus the broker's start line (the readiness check waits for it).
-LOG4J = """status = warn
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = WARN
-rootLogger.appenderRef.stdout.ref = STDOUT
-logger.server.name = kafka.server.KafkaRaftServer
-logger.server.level = INFO
-"""
+LOG4J = kafka_log4j("WARN", {"server": ("kafka.server.KafkaRaftServer", "INFO")})
 
 
 @dataclass
@@ -165,17 +157,7 @@ class Cluster:
         """Send ``sig`` to the process group of ``name`` and wait until it is gone."""
         p = self.procs.get(name)
         if p and pid_alive(p["pid"]):
-            try:
-                os.killpg(p["pid"], sig)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + timeout
-            while pid_alive(p["pid"]) and time.monotonic() < deadline:
-                reap()
-                time.sleep(0.05)
-            if pid_alive(p["pid"]):
-                os.killpg(p["pid"], signal.SIGKILL)
-                time.sleep(0.1)
+            kill_group(p["pid"], sig, timeout)
         reap()
 
     def stop_all(self) -> None:

@@ -8,7 +8,7 @@
    ``--use-running`` measures the ``./dev up`` stack. All load comes from
    127.0.0.1 and nginx limits per client address, so the bench's own stack runs
    with raised limits (``BENCH_RATES``, written into the report); the defaults in
-   infra/stack.py stay as they are.
+   infra/stack/nginx.py stay as they are.
 2. Measures the floors in the same run: the bare Litestar+msgspec POST and the bare
    python-socketio room emit (``loadtests.floors``), with the same workers.
 3. Runs the scenarios, the generator in worker processes (``loadtests.worker``),
@@ -73,10 +73,9 @@ class BenchStack:
             for k, v in BENCH_RATES.items():
                 os.environ.setdefault(k, v)
             run_dir = ROOT / ".run" / "bench"
-            if (run_dir / "stack.json").exists():
-                old = st.Stack.load(run_dir)
-                if old is not None:
-                    st.cmd_down(old)
+            old = st.Stack.load(run_dir)
+            if old is not None:
+                st.cmd_down(old)
             shutil.rmtree(run_dir, ignore_errors=True)
             lay = st.Layout.test(run_dir)
             lay.durable = True  # fsync on, as in ./dev up

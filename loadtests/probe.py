@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -11,11 +10,12 @@ from pathlib import Path
 
 import psutil
 
+from infra.stack import read_pids
+
 
 def stack_pids(run_dir: Path) -> dict[str, int]:
     """Process name -> pid, from a stack's state file."""
-    state = json.loads((run_dir / "stack.json").read_text())
-    return {name: p["pid"] for name, p in state["procs"].items()}
+    return read_pids(run_dir)
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.server
-import json
 import re
 import threading
 import time
@@ -29,6 +28,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from infra.stack import read_layout
 from services.common.auth import TokenVerifier
 from services.iam.gateway import (
     PASS_TTL_S,
@@ -330,12 +330,12 @@ def test_public_routes_stay_public(
 @pytest.mark.stack
 def test_services_still_verify_tokens_without_the_gateway(api: Api, stack_dir: Path) -> None:
     """The second line: each service refuses hostile tokens when reached directly."""
-    layout = json.loads((stack_dir / "stack.json").read_text())["layout"]
+    layout = read_layout(stack_dir)
     _, tokens = _guest_and_hostile_tokens(api, stack_dir)
     sid = str(uuid.uuid4())
     targets = [
-        (layout["quiz_ports"][0], "GET", f"/api/quiz/sessions/{sid}/question"),
-        (layout["leaderboard_ports"][0], "GET", f"/api/leaderboard/sessions/{sid}/top"),
+        (layout.quiz_ports[0], "GET", f"/api/quiz/sessions/{sid}/question"),
+        (layout.leaderboard_ports[0], "GET", f"/api/leaderboard/sessions/{sid}/top"),
     ]
     for port, method, path in targets:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
@@ -379,10 +379,9 @@ def echo_gateway(tmp_path: Path, stack_dir: Path) -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     echo = server.server_address[1]
-    real = json.loads((stack_dir / "stack.json").read_text())["layout"]
     lay = dataclasses.replace(
         Layout.test(tmp_path),
-        iam_ports=real["iam_ports"],
+        iam_ports=read_layout(stack_dir).iam_ports,
         quiz_ports=[echo],
         leaderboard_ports=[echo],
         sio_ports=[echo],

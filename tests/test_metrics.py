@@ -6,7 +6,6 @@ the socket.io processes the emit -> delivered hop."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.stack import read_layout
 from tests.support.api import Api
 from tests.support.game import LiveGame
 
@@ -23,7 +23,7 @@ HOP = "quizrt_hop_seconds"
 
 
 def metrics_ports(stack_dir: Path) -> dict[str, int]:
-    return json.loads((stack_dir / "stack.json").read_text())["layout"]["metrics_ports"]
+    return read_layout(stack_dir).metrics_ports
 
 
 def scrape(port: int) -> str:

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts import AnswerIn
+from infra.stack import read_layout
 from services.board import ranking
 from services.common.auth import Caller
 from services.common.clock import now_ms
@@ -161,7 +162,7 @@ def test_a_batch_answers_each_answer_as_one_by_one_would(http: httpx.Client, api
 
 
 def quiz_ports(stack_dir: Path) -> list[int]:
-    return json.loads((stack_dir / "stack.json").read_text())["layout"]["quiz_ports"]
+    return read_layout(stack_dir).quiz_ports
 
 
 def live_game(http: httpx.Client, api: Api, players: int) -> tuple[Quiz, str, list[dict]]:

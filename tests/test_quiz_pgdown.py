@@ -3,7 +3,6 @@ failing or hanging, and serves again once PostgreSQL is back."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.stack import read_layout, read_pids
 from tests.support.api import Api, answer
 from tests.support.game import Quiz
 from tests.support.stack import stack_cmd, wait_until
@@ -22,9 +22,8 @@ pytestmark = pytest.mark.stack
 def stop_postgres(stack_dir: Path) -> None:
     """Fast shutdown (SIGINT) of the stack's PostgreSQL, so it can start again later
     (after SIGKILL its children and lock file would block the restart)."""
-    stack = json.loads((stack_dir / "stack.json").read_text())
-    os.killpg(stack["procs"]["postgres"]["pid"], signal.SIGINT)  # its process group
-    port = stack["layout"]["pg_port"]
+    os.killpg(read_pids(stack_dir)["postgres"], signal.SIGINT)  # its process group
+    port = read_layout(stack_dir).pg_port
 
     def closed() -> bool:
         with socket.socket() as s:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import time
 import uuid
@@ -32,7 +31,17 @@ from typing import Any
 import httpx
 import socketio
 
-from infra.stack import Layout, Stack, free_port, granian, http_ok, nginx_binary, render_nginx
+from infra.stack import (
+    Layout,
+    Stack,
+    free_port,
+    granian,
+    http_ok,
+    nginx_binary,
+    read_layout,
+    read_pids,
+    render_nginx,
+)
 from loadtests.floors import FLOOR_CHANNEL as CHANNEL
 from loadtests.pool import WorkerPool
 from loadtests.probe import CpuMeter, rss_mb
@@ -125,7 +134,7 @@ class FloorServers:
         return lay.http_port
 
     def pids(self) -> dict[str, int]:
-        return {n: p["pid"] for n, p in self.stack.procs.items()}
+        return {n: p.pid for n, p in self.stack.procs.items()}
 
     def stop(self) -> None:
         for name in list(self.stack.procs):
@@ -169,9 +178,8 @@ async def gateway_floor(
     With a cached verdict (every request after the first), the check is nginx's
     subrequest and cache lookup only: IAM's CPU in the interval shows whether any
     request took the Python hop."""
-    state = json.loads((stack_dir / "stack.json").read_text())
-    gateway_port = await floors.start_gateway(state["layout"]["iam_ports"])
-    iam_pids = {n: p["pid"] for n, p in state["procs"].items() if n.startswith("iam-")}
+    gateway_port = await floors.start_gateway(read_layout(stack_dir).iam_ports)
+    iam_pids = {n: pid for n, pid in read_pids(stack_dir).items() if n.startswith("iam-")}
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
         r = await c.post("/api/iam/guests", json={"nickname": "floor"})
         r.raise_for_status()

@@ -1,7 +1,7 @@
 """Prometheus metrics of one process: the latency budget of each hop of an answer.
 
 Every process of the stack serves its own ``/metrics`` on 127.0.0.1 at
-``settings.metrics_port`` (``infra/stack.py`` gives each process a port; 0 = none).
+``settings.metrics_port`` (``infra/stack/`` gives each process a port; 0 = none).
 nginx does not route it: it is for the operator and the bench, not for players.
 
 One histogram, ``quizrt_hop_seconds{hop=...}``, holds every hop an answer passes:

@@ -1,6 +1,6 @@
 """Configuration, read once per process from environment variables prefixed ``QUIZ_``.
 
-Every default works for the ``./dev up`` stack; ``infra/stack.py`` exports the
+Every default works for the ``./dev up`` stack; ``infra/stack/`` exports the
 real values (ports, URLs) to every process it starts.
 """
 

@@ -12,7 +12,6 @@ players keep playing meanwhile.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from infra.stack import pid_alive
+from infra.stack import pid_alive, read_pids
 from services.common.redis import redis_from_url
 from tests.support.stack import ROOT, stack_cmd
 
@@ -64,8 +63,7 @@ async def stop(stack_dir: Path, name: str) -> float:
 
 def processes(stack_dir: Path) -> dict[str, int]:
     """name -> pid of every process stack.json lists."""
-    state = json.loads((stack_dir / "stack.json").read_text())
-    return {name: p["pid"] for name, p in state["procs"].items()}
+    return read_pids(stack_dir)
 
 
 def dead_processes(stack_dir: Path) -> list[str]:

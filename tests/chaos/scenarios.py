@@ -8,7 +8,6 @@ otherwise the sizes fit ``./dev test`` (a few seconds each).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
+from infra.stack import read_layout
 from tests.chaos import faults
 from tests.chaos.game import Game, Plan
 from tests.chaos.live import LiveSide
@@ -369,7 +369,7 @@ async def _postgres_durable(ctx: Ctx, durable: bool) -> str:
     settings; returns what it now runs with."""
     # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for the pooled clients).
     os.killpg(faults.processes(ctx.stack_dir)["postgres"], signal.SIGINT)
-    port = json.loads((ctx.stack_dir / "stack.json").read_text())["layout"]["pg_port"]
+    port = read_layout(ctx.stack_dir).pg_port
 
     def listening() -> bool:
         with socket.socket() as s:

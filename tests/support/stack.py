@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from infra.stack import read_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,7 @@ def stack_cmd(stack_dir: Path, *args: str, timeout: float = 180) -> None:
 
 def sio_ports(stack_dir: Path) -> list[int]:
     """Ports of the socket.io processes of the test stack (sio-1, sio-2, ...)."""
-    return json.loads((stack_dir / "stack.json").read_text())["layout"]["sio_ports"]
+    return read_layout(stack_dir).sio_ports
 
 
 def wait_until(check: Callable[[], T | None], timeout_s: float = 5.0, every_s: float = 0.1) -> T:

@@ -1,6 +1,6 @@
 """How many sockets one socket.io process holds, and what they cost.
 
-    python -m realtime_sio.capacity --sockets 5000 [--stack-dir .run/dev]
+    python -m loadtests.capacity --sockets 5000 [--stack-dir .run/dev]
 
 Opens N websockets straight to ``sio-1`` of a running stack (raw engine.io v4
 frames over aiohttp: a full python-socketio client per socket would cost the
@@ -24,6 +24,7 @@ import httpx
 import psutil
 
 from contracts import RoomLeaderboard
+from infra.stack import read_layout, read_pids
 from services.common.rooms import get_emitter
 
 
@@ -111,10 +112,10 @@ async def _all_received(opened: list[Socket], version: int) -> None:
 
 async def measure(stack_dir: Path, sockets: int, batch: int = 200) -> dict:
     """Open ``sockets`` sockets on sio-1 and report memory and one broadcast's spread."""
-    state = json.loads((stack_dir / "stack.json").read_text())
-    port = state["layout"]["sio_ports"][0]
-    pid = state["procs"]["sio-1"]["pid"]
-    base_url = f"http://127.0.0.1:{state['layout']['http_port']}"
+    lay = read_layout(stack_dir)
+    port = lay.sio_ports[0]
+    pid = read_pids(stack_dir)["sio-1"]
+    base_url = lay.base_url
     session_id, token = await asyncio.to_thread(setup_session, base_url)
     url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
     before = rss_mb(pid)

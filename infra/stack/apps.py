@@ -1,0 +1,131 @@
+"""The project's own processes: the HTTP services on granian, the Kafka consumers and
+the socket.io tier (granian or uvicorn, ``QUIZ_SIO_SERVER``), each one Server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from infra.stack.layout import Layout
+from infra.stack.server import Log, Server, answering, logged
+from infra.stack.util import VENV_BIN
+
+
+def granian(app: str, port: int, websockets: bool = False) -> list[str]:
+    args = [
+        str(VENV_BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+    ]
+    if websockets:
+        # backpressure bounds concurrent connections per worker, so sockets need room.
+        args += ["--ws", "--backpressure", "20000"]
+    else:
+        args += ["--no-ws", "--backpressure", "2048"]
+    return [*args, app]
+
+
+def uvicorn(app: str, port: int) -> list[str]:
+    """The socket tier on uvicorn: the sans-io websockets implementation, no
+    per-message deflate (it compresses once per recipient), uvloop."""
+    return [
+        str(VENV_BIN / "uvicorn"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "h11",  # httptools is not among the project's packages
+        "--ws",
+        "websockets-sansio",
+        "--ws-per-message-deflate",
+        "false",
+        "--ws-max-size",
+        str(1 << 20),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+        "--timeout-keep-alive",
+        "30",
+        app,
+    ]
+
+
+def sio_server(app: str, port: int) -> list[str]:
+    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = granian (default) or
+    uvicorn (see realtime_sio/README.md for what each costs per socket)."""
+    if os.environ.get("QUIZ_SIO_SERVER", "granian") == "uvicorn":
+        return uvicorn(app, port)
+    return granian(app, port, websockets=True)
+
+
+# (kind, command, health path) of the HTTP services, in start order.
+HTTP_SERVICES: list[tuple[str, Callable[[int], list[str]], str]] = [
+    ("iam", lambda p: granian("services.iam.app:app", p), "/api/iam/health"),
+    ("quiz", lambda p: granian("services.quiz.app:app", p), "/api/quiz/health"),
+    (
+        "leaderboard",
+        lambda p: granian("services.leaderboard.app:app", p),
+        "/api/leaderboard/health",
+    ),
+]
+SIO_HEALTH = "/socket.io/?EIO=4&transport=polling"
+CONSUMER = [str(VENV_BIN / "python"), "-m", "services.leaderboard.consumer"]
+
+
+def service_servers(lay: Layout) -> list[Server]:
+    """The service processes: iam, quiz, leaderboard, the Kafka consumers, socket.io."""
+    table: list[Server] = []
+    for kind, cmd, health in HTTP_SERVICES:
+        for i, p in enumerate(lay.ports_of(kind), 1):
+            table.append(
+                service(lay, f"{kind}-{i}", cmd(p), answering(f"http://127.0.0.1:{p}{health}"), p)
+            )
+    for i in range(1, lay.consumers + 1):
+        # Only what this start wrote counts: a restart appends to the same log.
+        table.append(service(lay, f"consumer-{i}", CONSUMER, logged(b"ready")))
+    for i, p in enumerate(lay.sio_ports, 1):
+        argv = sio_server("realtime_sio.app:app", p)
+        table.append(
+            service(lay, f"sio-{i}", argv, answering(f"http://127.0.0.1:{p}{SIO_HEALTH}"), p)
+        )
+    return table
+
+
+def service(
+    lay: Layout, name: str, argv: list[str], ready: Callable[[Log], bool], port: int = 0
+) -> Server:
+    """One service process: its name and /metrics port in the environment."""
+    env = {"QUIZ_PROCESS_NAME": name}
+    ports: tuple[int, ...] = (port,) if port else ()
+    if name in lay.metrics_ports:
+        env["QUIZ_METRICS_PORT"] = str(lay.metrics_ports[name])
+        ports += (lay.metrics_ports[name],)
+    return Server(
+        name=name,
+        group="service",
+        command=lambda _stack: argv,
+        ready=ready,
+        ports=ports,
+        where=f"127.0.0.1:{port}" if port else "",
+        env=env,
+    )
