@@ -856,8 +856,9 @@ def granian(app: str, port: int, websockets: bool = False) -> list[str]:
 
 
 def uvicorn(app: str, port: int) -> list[str]:
-    """The socket tier on uvicorn: the sans-io websockets implementation, no
-    per-message deflate (it compresses once per recipient), uvloop."""
+    """The socket tier on uvicorn: the sans-io websockets implementation (with the
+    raw frame writer of realtime_sio/uvicorn_ws.py), no per-message deflate (it
+    compresses once per recipient), no websocket-level pings (engine.io pings), uvloop."""
     return [
         str(VENV_BIN / "uvicorn"),
         "--host",
@@ -869,9 +870,11 @@ def uvicorn(app: str, port: int) -> list[str]:
         "--http",
         "h11",  # httptools is not among the project's packages
         "--ws",
-        "websockets-sansio",
+        "realtime_sio.uvicorn_ws:RawFramesProtocol",
         "--ws-per-message-deflate",
         "false",
+        "--ws-ping-interval",
+        "0",
         "--ws-max-size",
         str(1 << 20),
         "--no-access-log",
@@ -886,11 +889,11 @@ def uvicorn(app: str, port: int) -> list[str]:
 
 
 def sio_server(app: str, port: int) -> list[str]:
-    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = granian (default) or
-    uvicorn (see realtime_sio/README.md for what each costs per socket)."""
-    if os.environ.get("QUIZ_SIO_SERVER", "granian") == "uvicorn":
-        return uvicorn(app, port)
-    return granian(app, port, websockets=True)
+    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = uvicorn (default) or
+    granian (see realtime_sio/README.md for what each costs per socket)."""
+    if os.environ.get("QUIZ_SIO_SERVER", "uvicorn") == "granian":
+        return granian(app, port, websockets=True)
+    return uvicorn(app, port)
 
 
 def service_specs(lay: Layout) -> list[tuple[str, list[str], str | None]]:
