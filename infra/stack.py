@@ -884,6 +884,9 @@ def uvicorn(app: str, port: int) -> list[str]:
         "4096",
         "--timeout-keep-alive",
         "30",
+        # A stop (or restart) does not wait for pending long-polls (up to a ping interval).
+        "--timeout-graceful-shutdown",
+        "3",
         app,
     ]
 
