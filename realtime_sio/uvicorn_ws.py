@@ -12,17 +12,16 @@ The capability reaches the app through the ASGI scope:
 ``scope["extensions"]["quizrt.raw_frames"] = {"write": write}`` where
 ``write(frame: bytes) -> bool`` writes one complete, pre-framed server frame, or
 returns ``False`` (and writes nothing) when it may not: the handshake is not done,
-the connection is closing or closed, permessage-deflate was negotiated (frames are
-then per connection), or the transport is under back-pressure (uvicorn paused
+the connection is closing or closed, or the transport is under back-pressure (uvicorn paused
 writing, or more than ``MAX_BUFFERED`` bytes wait in its buffer). The caller then
 sends through the ordinary path, which waits for the transport like uvicorn does.
-Everything else is uvicorn's ``WebSocketsSansIOProtocol``.
+A connection that negotiated permessage-deflate gets no writer (its frames are
+per connection). Everything else is uvicorn's ``WebSocketsSansIOProtocol``.
 """
 
 from __future__ import annotations
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
 
 EXTENSION = "quizrt.raw_frames"
 # Above this many bytes waiting in the transport's buffer the raw path steps aside:
@@ -46,18 +45,20 @@ class RawFramesProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event):  # type: ignore[no-untyped-def]
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
-        # The app's task starts on the next loop turn, so it sees the extension.
-        if scope is not None and not self.close_sent:
+        # The app's task starts on the next loop turn, so it sees the extension. With
+        # an extension negotiated (permessage-deflate), frames are per connection.
+        if scope is not None and not self.close_sent and not self.conn.extensions:
             scope["extensions"][EXTENSION] = {"write": self.write_frame}
 
     def write_frame(self, frame: bytes) -> bool:
-        """Write one pre-framed server frame now, or return False (nothing written)."""
+        """Write one pre-framed server frame now, or return False (nothing written).
+
+        A close received or sent closes the transport or sets ``close_sent`` (see
+        uvicorn's handlers), so these flags cover the protocol's state."""
         if (
             not self.handshake_complete
             or self.close_sent
             or self.disconnected
-            or self.conn.state is not State.OPEN
-            or self.conn.extensions
             or not self.writable.is_set()
         ):
             return False
