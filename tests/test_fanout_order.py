@@ -8,6 +8,10 @@ send queue is empty and their writer idle:
 - a websocket that stops reading while large room events pile up (the transport
   pushes back, the raw path steps aside) is neither dropped nor reordered: it gets
   every event in order once it reads again, and its next ``join`` still acks;
+- the same with the socket read in a trickle while big events keep coming (the
+  transport fills and drains over and over) and an ack queued among them;
+- in process, deterministically: a room event delivered while a packet waits on
+  the socket's queue goes behind it, never straight to the wire;
 - on uvicorn, room events did go out as pre-framed writes (``/metrics``).
 """
 
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import socketio
 from websockets.asyncio.client import ClientConnection, connect
 
 from contracts import LeaderboardEntry, RoomLeaderboard
@@ -185,3 +190,105 @@ async def test_a_websocket_that_stops_reading_is_neither_dropped_nor_reordered(
         assert [v - base for v in brisk.versions(s.id) if v >= base] == list(range(n))
     finally:
         await asyncio.gather(slow.close(), brisk.close(), return_exceptions=True)
+
+
+async def test_a_websocket_read_in_a_trickle_while_big_events_pour_in_keeps_emit_order(
+    api: Api, board: Board, stack_dir: Path
+) -> None:
+    """The transport fills and drains over and over while events keep coming (and an
+    ack is queued among them): the direct writes and the queued path alternate on the
+    one socket, and it still sees every event once, in emit order."""
+    s = await board.session(api.host(), [api.guest()])
+    ports = sio_ports(stack_dir)
+    slow = await RawSocket.open(ports[1], s.players[0]["access_token"])
+    try:
+        assert (await slow.call(1, "join", {"session_id": s.id}))[0]["ok"]
+        base = (1 << 52) + uuid.uuid4().int % 1000 * 1000
+        n = 200
+        big = "t" * 10_000  # ~100 KB per event, 20 MB in all: far more than socket buffers
+        emitter = get_emitter()
+
+        async def pour() -> None:
+            for i in range(n):
+                await emitter.emit("leaderboard", board_event(s.id, base + i, big), s.id)
+                await asyncio.sleep(0.005)
+
+        async def trickle() -> None:
+            await asyncio.sleep(0.5)  # let the buffers fill first
+            acked = False
+            while len(slow.events) < n:
+                if not acked and len(slow.events) >= n // 2:
+                    acked = True  # an ack queued among the room events
+                    assert (await slow.call(2, "join", {"session_id": s.id}))[0]["ok"]
+                    continue
+                slow.take(await slow.next_packet())
+                await asyncio.sleep(0.002)
+
+        await asyncio.gather(pour(), trickle())
+        versions = [e[1]["version"] - base for e in slow.events if e[0] == "leaderboard"]
+        assert versions == list(range(n))
+    finally:
+        await slow.close()
+
+
+async def test_a_room_event_never_overtakes_a_packet_already_queued_on_its_socket() -> None:
+    """In process, deterministic: a python-socketio server with the lean manager (on
+    the stack's Redis, a channel of its own) on uvicorn with the raw frame writer.
+    A packet put on a websocket's queue (as an ack or a ping is) and a room event
+    delivered in the same step: the event goes behind it, not straight to the wire;
+    once the queue is empty and the writer idle again, events are written directly."""
+    from engineio import packet as eio_packet
+    from prometheus_client import REGISTRY
+    from socketio import packet as sio_packet
+
+    from realtime_sio import jsonmsg
+    from realtime_sio.fanout import LeanRedisManager
+    from services.common.settings import get_settings
+    from tests.test_uvicorn_ws import serve
+
+    manager = LeanRedisManager(
+        get_settings().redis_url, channel=f"test-order-{uuid.uuid4().hex[:8]}", json=jsonmsg
+    )
+    sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager, json=jsonmsg)
+    sids: list[str] = []
+
+    @sio.event
+    async def connect(sid: str, environ: dict, auth: object = None) -> None:
+        await sio.enter_room(sid, "r")
+        sids.append(sid)
+
+    def raw_count() -> float:
+        return (
+            REGISTRY.get_sample_value("quizrt_sio_raw_frame_deliveries_total", {"event": "e"})
+            or 0.0
+        )
+
+    async with serve(socketio.ASGIApp(sio)) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        client = await RawSocket.open(port, "any")
+        try:
+            s = sio.eio.sockets[manager.eio_sid_from_sid(sids[0], "/")]
+            for _ in range(200):  # the writer is back in its wait on the empty queue
+                if s.__dict__.get("writer_idle"):
+                    break
+                await asyncio.sleep(0.01)
+            before = raw_count()
+            n = 20
+            for k in range(n):
+                queued = sio_packet.Packet(sio_packet.EVENT, namespace="/", data=["e", 2 * k])
+                s.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, queued.encode()))
+                assert manager.deliver("e", [2 * k + 1], "/", "r") == 1
+                await asyncio.sleep(0.02)
+            assert raw_count() == before  # the queue was never empty at those deliveries
+            for k in range(2 * n, 3 * n):  # now nothing is queued: written directly
+                manager.deliver("e", [k], "/", "r")
+                await asyncio.sleep(0.005)
+            while len(client.events) < 3 * n:
+                client.take(await client.next_packet(timeout=10))
+            assert [e[1] for e in client.events] == list(range(3 * n))
+            assert raw_count() - before >= n - 1  # (a ping may have been queued meanwhile)
+        finally:
+            await client.close()
+            thread = getattr(manager, "thread", None)  # the manager's Redis listener
+            if thread is not None:
+                thread.cancel()
