@@ -1,6 +1,7 @@
 """Socket.io tier: python-socketio AsyncServer sharing rooms through Redis.
 
-    granian --interface asgi --ws ... realtime_sio.app:app
+    uvicorn --ws realtime_sio.uvicorn_ws:RawFramesProtocol ... realtime_sio.app:app
+    (or granian --interface asgi --ws ... realtime_sio.app:app; see infra/stack.py)
 
 Authorization happens once, at ``connect`` (the access token from ``auth.token``;
 never from the URL, which nginx refuses); the caller is kept in the

@@ -21,6 +21,16 @@ with a timeout that starts no task per wait, returning at most
 long-polling payload of more than 16 packets, which a burst of room events queued
 between two polls would otherwise make).
 
+On uvicorn with ``realtime_sio.uvicorn_ws`` (the socket tier's default), a
+websocket's scope also lends a raw frame writer (``quizrt.raw_frames``): the event
+is then also encoded once into the final WebSocket text frame (server frames are
+unmasked, so the bytes are the same for every recipient), and a websocket whose
+send queue is empty and whose writer is idle (waiting on that queue, nothing picked
+up and unsent) gets those bytes written to its transport at once, with no queue,
+task wakeup, ASGI ``send`` or frame encode of its own. Any other socket (queue not
+empty, writer busy or back-pressured, long-polling, granian) gets the packet
+queued as above, so the order per socket stays the emit order either way.
+
 Emits with callbacks or binary data take the stock path (none exist here).
 Clients see standard socket.io.
 """
@@ -35,9 +45,12 @@ from typing import Any
 import socketio
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
+from engineio.async_drivers import asgi as eio_asgi
 from socketio import packet as sio_packet
 from socketio.packet import Packet
 
+from realtime_sio.uvicorn_ws import EXTENSION as RAW_FRAMES
+from realtime_sio.uvicorn_ws import text_frame
 from services.common import metrics
 from services.common.redis import is_cluster
 from services.common.redis_cluster import ShardedRedisManager
@@ -48,6 +61,25 @@ MAX_PACKETS_PER_POLL = 16  # python-engineio's Payload.max_decode_packets
 DELIVERIES = metrics.Counter(
     "quizrt_sio_deliveries_total", "Room event packets queued on local sockets", ["event"]
 )
+RAW_DELIVERIES = metrics.Counter(
+    "quizrt_sio_raw_frame_deliveries_total",
+    "Room event deliveries written as a pre-encoded frame (of quizrt_sio_deliveries_total)",
+    ["event"],
+)
+
+
+class RawFramesWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
+    """engine.io's ASGI websocket, which also hands the server's raw frame writer
+    (``quizrt.raw_frames`` in the scope's extensions, when there is one) to the
+    engine.io socket it serves, as ``raw_write``."""
+
+    async def __call__(self, environ: dict) -> Any:
+        ext = environ["asgi.scope"].get("extensions") or {}
+        raw = ext.get(RAW_FRAMES)
+        sock = getattr(self.handler, "__self__", None)  # the bound _websocket_handler
+        if raw is not None and sock is not None:
+            sock.raw_write = raw["write"]
+        return await super().__call__(environ)
 
 
 class LeanManager(socketio.AsyncRedisManager):
@@ -63,6 +95,12 @@ class LeanManager(socketio.AsyncRedisManager):
         # Sockets whose room events wait (sid -> [(room, packet)]) while a join is
         # being authorized: see ``hold``.
         self._held: dict[str, list[tuple[Any, eio_packet.Packet]]] = {}
+
+    def set_server(self, server: Any) -> None:
+        super().set_server(server)
+        # engine.io picks its websocket wrapper from this table (a copy: it is the
+        # ASGI driver module's own dict).
+        server.eio._async = {**server.eio._async, "websocket": RawFramesWebSocket}
 
     async def pre_connect(self, eio_sid: str, namespace: str) -> Any:
         s = self.server.eio.sockets.get(eio_sid)
@@ -153,10 +191,11 @@ class LeanManager(socketio.AsyncRedisManager):
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
-        eio_pkt.encode()  # fills the cache every socket's writer reads
+        text = eio_pkt.encode()  # fills the cache every socket's writer reads
+        frame: bytes | None = None  # the final websocket frame, made on first use
         sockets = self.server.eio.sockets
         held = self._held
-        n = 0
+        n = raw_n = 0
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
@@ -166,10 +205,19 @@ class LeanManager(socketio.AsyncRedisManager):
             s = sockets.get(eio_sid)
             if s is None or s.closed or s.closing:
                 continue
-            s.queue.put_nowait(eio_pkt)
             n += 1
+            raw_write = s.__dict__.get("raw_write")
+            if raw_write is not None and s.__dict__.get("writer_idle") and s.queue.empty():
+                if frame is None:
+                    frame = text_frame(text.encode())
+                if raw_write(frame):
+                    raw_n += 1
+                    continue
+            s.queue.put_nowait(eio_pkt)
         if n:
             DELIVERIES.labels(event).inc(n)
+        if raw_n:
+            RAW_DELIVERIES.labels(event).inc(raw_n)
         return n
 
 
@@ -192,8 +240,13 @@ async def bounded_poll(self: Any) -> list:
         if self.upgraded:
             # The websocket writer: its reader times the socket out and queues None,
             # so no timer per wait (re-arming one per delivery cost a fifth of the
-            # process in the stadium's profile).
-            first = await self.queue.get()
+            # process in the stadium's profile). While it waits here on an empty
+            # queue it has nothing unsent, so ``deliver`` may write a frame directly.
+            self.writer_idle = True
+            try:
+                first = await self.queue.get()
+            finally:
+                self.writer_idle = False
         else:
             async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
                 first = await self.queue.get()

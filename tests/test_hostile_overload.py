@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 import socketio
 
-from infra.stack import RATE_LIMITS, ROOT, free_port, granian, http_ok, pid_alive
+from infra.stack import RATE_LIMITS, ROOT, free_port, http_ok, pid_alive, sio_server
 from tests.chaos import rawhttp
 from tests.chaos.game import Game, Plan
 from tests.support.api import next_loopback
@@ -233,7 +233,7 @@ def tiny_sio(stack_dir: Path) -> Iterator[str]:
         "PYTHONUNBUFFERED": "1",
     }
     proc = subprocess.Popen(
-        granian("realtime_sio.app:app", port, websockets=True),
+        sio_server("realtime_sio.app:app", port),
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -41,8 +41,9 @@ def granian(app: str, port: int, websockets: bool = False) -> list[str]:
 
 
 def uvicorn(app: str, port: int) -> list[str]:
-    """The socket tier on uvicorn: the sans-io websockets implementation, no
-    per-message deflate (it compresses once per recipient), uvloop."""
+    """The socket tier on uvicorn: the sans-io websockets implementation (with the
+    raw frame writer of realtime_sio/uvicorn_ws.py), no per-message deflate (it
+    compresses once per recipient), no websocket-level pings (engine.io pings), uvloop."""
     return [
         str(VENV_BIN / "uvicorn"),
         "--host",
@@ -54,9 +55,11 @@ def uvicorn(app: str, port: int) -> list[str]:
         "--http",
         "h11",  # httptools is not among the project's packages
         "--ws",
-        "websockets-sansio",
+        "realtime_sio.uvicorn_ws:RawFramesProtocol",
         "--ws-per-message-deflate",
         "false",
+        "--ws-ping-interval",
+        "0",
         "--ws-max-size",
         str(1 << 20),
         "--no-access-log",
@@ -66,16 +69,19 @@ def uvicorn(app: str, port: int) -> list[str]:
         "4096",
         "--timeout-keep-alive",
         "30",
+        # A stop (or restart) does not wait for pending long-polls (up to a ping interval).
+        "--timeout-graceful-shutdown",
+        "3",
         app,
     ]
 
 
 def sio_server(app: str, port: int) -> list[str]:
-    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = granian (default) or
-    uvicorn (see realtime_sio/README.md for what each costs per socket)."""
-    if os.environ.get("QUIZ_SIO_SERVER", "granian") == "uvicorn":
-        return uvicorn(app, port)
-    return granian(app, port, websockets=True)
+    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = uvicorn (default) or
+    granian (see realtime_sio/README.md for what each costs per socket)."""
+    if os.environ.get("QUIZ_SIO_SERVER", "uvicorn") == "granian":
+        return granian(app, port, websockets=True)
+    return uvicorn(app, port)
 
 
 # (kind, command, health path) of the HTTP services, in start order.
