@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import shutil
@@ -23,11 +24,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +43,9 @@ T0 = time.monotonic()
 
 def say(msg: str) -> None:
     """One progress line with the time since start."""
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+    # One write per line: servers start and stop from several threads at once.
+    sys.stdout.write(f"[{time.monotonic() - T0:6.1f}s] {msg}\n")
+    sys.stdout.flush()
 
 
 def die(msg: str) -> None:
@@ -368,6 +373,10 @@ def check_ports(stack: Stack) -> None:
 # --------------------------------------------------------------------------- state
 
 
+# Servers start and stop from several threads at once (cmd_infra_up, cmd_down).
+STATE_LOCK = threading.RLock()
+
+
 class Stack:
     """A run folder with its state file: which processes run under which pid."""
 
@@ -388,10 +397,12 @@ class Stack:
         return cls(Layout.from_json(json.loads(f.read_text())["layout"]))
 
     def save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"layout": self.layout.to_json(), "procs": self.procs}, indent=1))
-        tmp.replace(self.state_file)
+        with STATE_LOCK:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            state = {"layout": self.layout.to_json(), "procs": self.procs}
+            tmp.write_text(json.dumps(state, indent=1))
+            tmp.replace(self.state_file)
 
     def running(self, name: str) -> bool:
         p = self.procs.get(name)
@@ -422,8 +433,9 @@ class Stack:
             start_new_session=True,
         )
         log.close()
-        self.procs[name] = {"pid": proc.pid, "argv": argv, "group": group}
-        self.save()
+        with STATE_LOCK:
+            self.procs[name] = {"pid": proc.pid, "argv": argv, "group": group}
+            self.save()
         return proc.pid
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
@@ -447,8 +459,16 @@ class Stack:
                     pass
                 time.sleep(0.1)
         reap()
-        self.procs.pop(name, None)
-        self.save()
+        with STATE_LOCK:
+            self.procs.pop(name, None)
+            self.save()
+
+
+def at_once(*steps: Callable[[], object]) -> None:
+    """Run the steps in threads at once; the first failure (a ``die`` too) is raised."""
+    with ThreadPoolExecutor(len(steps)) as pool:
+        for f in [pool.submit(step) for step in steps]:
+            f.result()
 
 
 def reap() -> None:
@@ -1257,12 +1277,19 @@ def build_web() -> None:
 
 
 def cmd_infra_up(stack: Stack) -> None:
+    """PostgreSQL, Redis and Kafka start at once; the schema is migrated as soon as
+    PostgreSQL is ready, the topics are made as soon as Kafka is."""
     stack.save()
-    start_postgres(stack)
-    start_redis(stack)
-    start_kafka(stack)
-    create_topics(stack)
-    migrate(stack)
+
+    def postgres() -> None:
+        start_postgres(stack)
+        migrate(stack)
+
+    def kafka() -> None:
+        start_kafka(stack)
+        create_topics(stack)
+
+    at_once(postgres, lambda: start_redis(stack), kafka)
 
 
 def cmd_up(stack: Stack, demo: bool = True, web: bool = True) -> None:
@@ -1350,10 +1377,17 @@ def cmd_down(stack: Stack) -> None:
         "postgres",
     ]
     names = [n for n in order if n in stack.procs] + [n for n in stack.procs if n not in order]
-    for name in names:
+    infra = ("kafka", "redis", "postgres")
+
+    def stop(name: str) -> None:
         if stack.running(name):
             say(f"stopping {name} (pid {stack.procs[name]['pid']})")
         stack.stop(name, timeout=30 if name in ("kafka", "postgres") else 10)
+
+    # Two waves, each at once: nginx and every service, then what they use.
+    for wave in ([n for n in names if n not in infra], [n for n in names if n in infra]):
+        if wave:
+            at_once(*[functools.partial(stop, n) for n in wave])
     say("stopped")
 
 
@@ -1376,9 +1410,8 @@ def cmd_test(pytest_args: list[str]) -> int:
     prune_test_runs()
     rc = 1
     try:
-        if (ROOT / "web" / "build.sh").exists():
-            build_web()
-        cmd_infra_up(stack)
+        web = build_web if (ROOT / "web" / "build.sh").exists() else lambda: None
+        at_once(web, lambda: cmd_infra_up(stack))  # nginx serves the build: both before it
         start_services(stack)
         start_nginx(stack)
         env = {**os.environ, **lay.service_env(), "QUIZ_STACK_DIR": str(run_dir)}
