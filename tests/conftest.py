@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import early
 from tests.support.api import Api, next_loopback, unique
 from tests.support.stack import ROOT
 
@@ -24,15 +25,28 @@ BASE_URL = os.environ.get("QUIZ_BASE_URL", "")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "stack: needs the running stack (./dev test starts it)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line(
+        "markers", "early(job): runs last, waiting for a job started beside the suite"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    early.run_last(items)
     if BASE_URL:
         return
     skip = pytest.mark.skip(reason="needs the stack: run through ./dev test")
     for item in items:
         if "stack" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.config.option.collectonly:
+        early.start_jobs(session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    early.stop_jobs()
 
 
 @pytest.fixture(scope="session")

@@ -216,7 +216,9 @@ def test_kaskade_shows_topics_consumer_group_lag_and_messages(played: dict, tmux
         # Both topics; SCORE_CHANGE read by the consumer group (ctrl+r refreshes).
         def topics_and_group(text: str) -> bool:
             row = topic_row(text, s.topic_score_change)
-            return bool(row and topic_row(text, s.topic_top10) and int(row[4]) >= 1)
+            # A cell kaskade has not filled yet shows "…": not yet, look again.
+            groups = row[4] if row and len(row) > 4 else ""
+            return bool(topic_row(text, s.topic_top10) and groups.isdigit() and int(groups) >= 1)
 
         screen = term.wait(topics_and_group, every=("C-r",))
         score = topic_row(screen, s.topic_score_change)

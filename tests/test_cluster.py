@@ -7,13 +7,12 @@ there: a game end to end, one Kafka broker and one Redis primary SIGKILLed.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
 import pytest
 
-from infra.stack import ROOT
+from tests.support.early import EarlyJob
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,19 +22,21 @@ pytestmark = [
 ]
 
 
+# Its own cluster and stack: it runs beside the rest of the suite (tests/support/early.py).
+CLUSTER_RUN = EarlyJob(
+    "cluster",
+    [sys.executable, "-m", "infra.cluster", "test", "tests/test_on_cluster.py", "-v", "-s"],
+    timeout=520,
+)
+
+
 @pytest.mark.timeout(540)
+@pytest.mark.early(CLUSTER_RUN)
 def test_games_on_redis_cluster_and_three_brokers_survive_losing_a_node() -> None:
-    t0 = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, "-m", "infra.cluster", "test", "tests/test_on_cluster.py", "-v", "-s"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=520,
-    )
+    r = CLUSTER_RUN.result()
     out = r.stdout[-12000:] + r.stderr[-4000:]
     print(out)
     assert r.returncode == 0, out
     summary = [x for x in r.stdout.splitlines() if x.startswith("=") and " passed" in x]
     assert summary and "skipped" not in summary[-1], out
-    print(f"cluster run took {time.monotonic() - t0:.0f}s")
+    print(f"cluster run took {time.monotonic() - CLUSTER_RUN.started:.0f}s")

@@ -18,6 +18,7 @@ from services.common import db
 from services.common.kafka import EventProducer, make_consumer
 from services.common.redis import get_redis
 from services.common.settings import get_settings
+from tests.support.early import EarlyJob
 
 pytestmark = pytest.mark.stack
 
@@ -114,13 +115,20 @@ def test_unknown_api_path_is_json_404(http: httpx.Client) -> None:
     assert r.json()["status_code"] == 404
 
 
+# Runs beside the rest of the suite (tests/support/early.py).
+COMPOSE_CHECK = EarlyJob(
+    "compose-spec",
+    [
+        shutil.which("check-jsonschema") or ".venv/bin/check-jsonschema",
+        *("--builtin-schema", "vendor.compose-spec", "infra/compose.yaml"),
+    ],
+    timeout=280,
+)
+
+
+@pytest.mark.early(COMPOSE_CHECK)
 def test_compose_file_matches_compose_spec() -> None:
-    exe = shutil.which("check-jsonschema") or ".venv/bin/check-jsonschema"
-    r = subprocess.run(
-        [exe, "--builtin-schema", "vendor.compose-spec", "infra/compose.yaml"],
-        capture_output=True,
-        text=True,
-    )
+    r = COMPOSE_CHECK.result()
     assert r.returncode == 0, r.stdout + r.stderr
 
 

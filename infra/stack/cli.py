@@ -15,6 +15,7 @@ used as it is and nothing is started for it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ from infra.stack.servers import (
     start_redis_commander,
     start_services,
 )
-from infra.stack.util import ROOT, VENV_BIN, die, pid_alive, port_open, say
+from infra.stack.util import ROOT, VENV_BIN, at_once, die, pid_alive, port_open, say
 
 
 def cmd_infra_up(stack: Stack) -> None:
@@ -142,10 +143,17 @@ def cmd_down(stack: Stack) -> None:
     """Stop every process of the stack, in the reverse order of `up`."""
     table = {s.name: s for s in reversed(servers(stack.layout))}
     names = [n for n in table if n in stack.procs] + [n for n in stack.procs if n not in table]
-    for name in names:
+    infra = {n for n, s in table.items() if s.group == "infra"}
+
+    def stop(name: str) -> None:
         if stack.running(name):
             say(f"stopping {name} (pid {stack.procs[name].pid})")
         stack.stop(name, timeout=table[name].stop_timeout if name in table else 10)
+
+    # Two waves, each at once: nginx and every service, then what they use.
+    for wave in ([n for n in names if n not in infra], [n for n in names if n in infra]):
+        if wave:
+            at_once(*[functools.partial(stop, n) for n in wave])
     say("stopped")
 
 
@@ -186,9 +194,8 @@ def cmd_test(pytest_args: list[str]) -> int:
     prune_test_runs()
     rc = 1
     try:
-        if (ROOT / "web" / "build.sh").exists():
-            build_web()
-        cmd_infra_up(stack)
+        web = build_web if (ROOT / "web" / "build.sh").exists() else lambda: None
+        at_once(web, lambda: cmd_infra_up(stack))  # nginx serves the build: both before it
         start_services(stack)
         start_nginx(stack)
         env = {**os.environ, **lay.service_env(), "QUIZ_STACK_DIR": str(run_dir)}

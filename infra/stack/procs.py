@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from infra.stack.layout import Layout, Proc, State, read_state, state_file, write_state
 from infra.stack.util import ROOT, pid_alive, reap
+
+# Servers start and stop from several threads at once (cli.cmd_down, cmd_test).
+STATE_LOCK = threading.RLock()
 
 
 class Stack:
@@ -34,7 +38,8 @@ class Stack:
         return None if state is None else cls(state.layout, state.procs)
 
     def save(self) -> None:
-        write_state(State(layout=self.layout, procs=self.procs))
+        with STATE_LOCK:
+            write_state(State(layout=self.layout, procs=self.procs))
 
     def running(self, name: str) -> bool:
         p = self.procs.get(name)
@@ -67,8 +72,9 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self.procs[name] = Proc(pid=proc.pid, argv=argv, group=group)
-        self.save()
+        with STATE_LOCK:
+            self.procs[name] = Proc(pid=proc.pid, argv=argv, group=group)
+            self.save()
         return proc.pid
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
@@ -80,8 +86,9 @@ class Stack:
         if pid_alive(p.pid):
             kill_group(p.pid, sig, timeout)
         reap()
-        self.procs.pop(name, None)
-        self.save()
+        with STATE_LOCK:
+            self.procs.pop(name, None)
+            self.save()
 
 
 def kill_group(pid: int, sig: int, timeout: float) -> None:

@@ -26,7 +26,7 @@ from infra.stack.nginx import render_nginx
 from infra.stack.packages import nginx_binary
 from infra.stack.procs import Stack
 from infra.stack.server import Server, answering, start
-from infra.stack.util import die, say
+from infra.stack.util import at_once, die, say
 
 
 def servers(lay: Layout) -> list[Server]:
@@ -84,11 +84,10 @@ def redis_commander(lay: Layout) -> Server:
 
 
 def start_infra(stack: Stack) -> None:
-    """PostgreSQL, Redis and Kafka, one after the other, then the topics and the schema."""
-    for s in infra_servers(stack.layout):
-        start(stack, [s])
-    create_topics(stack)
-    migrate(stack)
+    """PostgreSQL, Redis and Kafka started at once, then the topics and the schema at
+    once."""
+    start(stack, infra_servers(stack.layout))
+    at_once(lambda: create_topics(stack), lambda: migrate(stack))
 
 
 def start_services(stack: Stack, only: str | None = None) -> None:

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,7 +22,16 @@ T0 = time.monotonic()
 
 def say(msg: str) -> None:
     """One progress line with the time since start."""
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+    # One write per line: servers start and stop from several threads at once.
+    sys.stdout.write(f"[{time.monotonic() - T0:6.1f}s] {msg}\n")
+    sys.stdout.flush()
+
+
+def at_once(*steps: Callable[[], object]) -> None:
+    """Run the steps in threads at once; the first failure (a ``die`` too) is raised."""
+    with ThreadPoolExecutor(len(steps)) as pool:
+        for f in [pool.submit(step) for step in steps]:
+            f.result()
 
 
 def die(msg: str) -> NoReturn:
