@@ -146,6 +146,21 @@ async def test_a_class_that_is_not_the_tables_is_refused_uncached(tmp_path: Path
     assert isinstance(gate, Gatekeeper)
 
 
+async def test_a_path_nginx_cannot_forward_is_not_found_not_a_gateway_error(
+    tmp_path: Path,
+) -> None:
+    """nginx forwards an empty path when the request's is not plain ASCII (``%12``),
+    and its class ``"POST "`` reaches IAM as ``"POST"`` (a header value loses its
+    surrounding spaces): that is the table's class, so the caller gets 404, not the
+    502 of a gateway that could not decide (found by the schemathesis run)."""
+    ring, gate = _ring_and_gatekeeper(Policy(POLICY), tmp_path)
+    player = "Bearer " + sign(ring, claims("u-1"))
+    for method in ("GET", "POST"):
+        v = await gate.decide(method, "", player, method)
+        assert v.status != 500, (method, v)
+        assert v.headers.get("X-Gateway-Status") == "404" or v.status == 404, (method, v)
+
+
 # --------------------------------------------------------------------------- the stack
 
 
