@@ -16,7 +16,7 @@ import pytest
 
 from contracts import decode_top10
 from services.board.ranking import read_snapshots
-from services.common.kafka import make_consumer
+from services.common.kafka import EventProducer, make_consumer
 from services.common.redis import (
     ALIVE_KEY,
     board_key,
@@ -25,6 +25,7 @@ from services.common.redis import (
     get_redis,
 )
 from services.common.settings import get_settings
+from services.leaderboard.publish import LingeringSend
 from tests.support.api import Api
 from tests.support.game import Board, Session, open_board, score_change
 
@@ -218,3 +219,28 @@ async def test_top10_records_and_malformed_score_changes(board: Board, api: Api)
         assert found.entries[0].nickname == s.players[1]["user"]["nickname"]
     finally:
         await consumer.stop()
+
+
+async def test_top10_records_sent_together_are_one_produce_request(board):
+    """``LingeringSend``: the TOP_10 records of many sessions sent within the linger
+    share one ``send_many``; every send returns once Kafka has its record, and they
+    are all on the topic. A producer that cannot send fails every send of the batch."""
+    settings = get_settings()
+    keys = [str(uuid.uuid4()) for _ in range(20)]
+    consumer = make_consumer(settings.topic_top10, group=None, auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        sender = LingeringSend(board.producer, settings.topic_top10, 0.05)
+        await asyncio.gather(*(sender.send(k, b'{"test": true}') for k in keys))
+        assert sender.requests == 1
+        seen: set[str] = set()
+        async with asyncio.timeout(10):
+            while not set(keys) <= seen:
+                batch = await consumer.getmany(timeout_ms=200)
+                seen |= {rec.key.decode() for recs in batch.values() for rec in recs}
+    finally:
+        await consumer.stop()
+    down = LingeringSend(EventProducer(settings), settings.topic_top10, 0.01)  # never started
+    results = await asyncio.gather(*(down.send(k, b"{}") for k in keys[:3]), return_exceptions=True)
+    assert down.requests == 1 and all(isinstance(r, RuntimeError) for r in results)

@@ -48,6 +48,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Overload guard only: room deliveries per second (a broadcast to a room of N
     # players is N deliveries) past which every session's tick is stretched evenly.
     leaderboard_deliveries_per_s: int = 20000
+    # The consumer commits its SCORE_CHANGE offsets at most this often (each commit is
+    # a write to the broker's offsets log); a crash re-reads at most this much more.
+    leaderboard_commit_interval_ms: int = 250
+    # TOP_10 records sent within this window go to Kafka as one produce request.
+    leaderboard_top10_linger_ms: int = 20
     # Wrong join codes one client address may try per window before a 429 (the quiz
     # service counts them in Redis; nginx limits the request rate on top).
     join_code_misses: int = 60

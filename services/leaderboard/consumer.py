@@ -8,8 +8,10 @@ each session they touch as changed; ``ticks.SessionTicks`` then sends every chan
 session its newest snapshot at most once per tick, each session on its own
 (``publish.SnapshotPublisher``: one Redis read, one room event, one TOP_10 record).
 Offsets are committed only once every session of a batch has published a snapshot
-read after the batch arrived (``ticks.OffsetLedger``): at-least-once, and every
-write is idempotent, so a crash re-sends at most a fresh snapshot. Failed publishes
+read after the batch arrived (``ticks.OffsetLedger``), and at most once every
+``settings.leaderboard_commit_interval_ms`` (each commit is a write to the broker's
+offsets log): at-least-once, and every write is idempotent, so a crash re-reads at
+most that much more and re-sends at most a fresh snapshot. Failed publishes
 are retried per session with backoff. Beside the loop, a watcher keeps Redis whole
 (``rebuild``): dirty boards and a Redis that lost its data are rebuilt from
 PostgreSQL and their sessions marked changed.
@@ -27,6 +29,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 
 import msgspec
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -114,6 +117,8 @@ class LeaderboardConsumer:
         self.ticks: SessionTicks | None = None
         self.ledger = OffsetLedger()
         self.seq = 0
+        self.commit_interval_s = max(self.settings.leaderboard_commit_interval_ms, 0) / 1000
+        self._committed_at = float("-inf")
         # Static membership: a restarted process takes its partitions back at once
         # instead of waiting for the group to time the old member out.
         name = os.environ.get("QUIZ_PROCESS_NAME")
@@ -129,7 +134,11 @@ class LeaderboardConsumer:
         await db.open_pool()
         await self.producer.start()
         self.publisher = SnapshotPublisher(
-            get_redis(), self.producer, get_emitter(), self.settings.topic_top10
+            get_redis(),
+            self.producer,
+            get_emitter(),
+            self.settings.topic_top10,
+            linger_s=max(self.settings.leaderboard_top10_linger_ms, 0) / 1000,
         )
         self.ticks = SessionTicks(
             self.publisher.read,
@@ -172,7 +181,7 @@ class LeaderboardConsumer:
             if len(self.ledger) >= MAX_OUTSTANDING_BATCHES:
                 # Publishing is behind (Redis or Kafka trouble): let it catch up first.
                 await asyncio.sleep(tick_ms / 1000)
-                await self._commit_ready()
+                await self._commit_ready(force=True)
                 continue
             try:
                 batch = await self.consumer.getmany(timeout_ms=tick_ms)
@@ -189,11 +198,18 @@ class LeaderboardConsumer:
                 for sid, trace in traces.items():
                     self.ticks.mark(sid, self.seq, trace)
             await self._commit_ready()
+        await self._commit_ready(force=True)  # stopping: what is ready, at once
 
-    async def _commit_ready(self) -> None:
+    async def _commit_ready(self, *, force: bool = False) -> None:
+        """Commit the offsets the ledger has ready, at most once per commit interval
+        (``force``: now). Delaying a commit only widens what a crash re-reads."""
+        now = time.monotonic()
+        if not force and now - self._committed_at < self.commit_interval_s:
+            return
         offsets = self.ledger.ready()
         if not offsets:
             return
+        self._committed_at = now
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as e:

@@ -2,7 +2,10 @@
 
 ``read`` is one atomic Redis read (a board missing in Redis is rebuilt from
 PostgreSQL first); ``send`` emits the `leaderboard` room event and produces the
-TOP_10 record together (neither waits for the other), stamping the hop trace.
+TOP_10 record together (neither waits for the other), stamping the hop trace. The
+TOP_10 records of all sessions go out together (``LingeringSend``): the ones sent
+within ``settings.leaderboard_top10_linger_ms`` are one produce request, not one per
+session, and each ``send`` still returns only once Kafka has its record.
 """
 
 from __future__ import annotations
@@ -26,14 +29,55 @@ log = logging.getLogger("quizrt.leaderboard.publish")
 TOP_N = 10
 
 
+class LingeringSend:
+    """Records of one topic sent within ``linger_s`` of the first go to Kafka together
+    (one ``send_many``); each ``send`` returns once Kafka acknowledged its record and
+    raises when it did not."""
+
+    def __init__(self, producer: EventProducer, topic: str, linger_s: float):
+        self.producer = producer
+        self.topic = topic
+        self.linger_s = linger_s
+        self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._flush: asyncio.Task[None] | None = None
+        self.requests = 0
+
+    async def send(self, key: str, value: bytes) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((key, value, done))
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._send_soon())
+        await done
+
+    async def _send_soon(self) -> None:
+        await asyncio.sleep(self.linger_s)
+        batch, self._pending = self._pending, []
+        self.requests += 1
+        try:
+            await self.producer.send_many(self.topic, [(k, v) for k, v, _ in batch])
+        except Exception as e:
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(e)
+        else:
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+
 class SnapshotPublisher:
     def __init__(
-        self, redis: Redis, producer: EventProducer, emitter: RoomEmitter, topic_top10: str
+        self,
+        redis: Redis,
+        producer: EventProducer,
+        emitter: RoomEmitter,
+        topic_top10: str,
+        linger_s: float = 0.0,
     ):
         self.redis = redis
         self.producer = producer
         self.emitter = emitter
-        self.topic_top10 = topic_top10
+        self.top10 = LingeringSend(producer, topic_top10, linger_s)
 
     async def read(self, session_id: str) -> LeaderboardSnapshot | None:
         """The session's current top 10; None for a session PostgreSQL does not know.
@@ -71,7 +115,5 @@ class SnapshotPublisher:
         )
         await asyncio.gather(
             self.emitter.emit("leaderboard", event, snap.session_id),
-            self.producer.send_many(
-                self.topic_top10, [(snap.session_id, msgspec.json.encode(record))]
-            ),
+            self.top10.send(snap.session_id, msgspec.json.encode(record)),
         )

@@ -204,11 +204,17 @@ async def wait_until_correct(
     since: float,
     timeout: float,
 ) -> tuple[float | None, float | None]:
-    """Wait until Redis and every client's newest snapshot show the expected totals.
+    """Wait until Redis and every client's newest snapshot show the expected totals,
+    and every accepted answer's client holds a snapshot of that answer's version or
+    newer (``answer_lags``).
 
-    Returns (seconds until Redis was right, seconds until the last client was right),
-    both counted from ``since`` (a time.monotonic() value); None if never within
-    ``timeout``. The client time comes from when the right snapshot arrived.
+    The versions matter on their own: a retried answer (its first attempt put the
+    same total on the board, then its commit failed) gets a higher version with the
+    same content, and the consumer holds back a snapshot whose top 10 did not change
+    for a few ticks, so the right content can be on every client before that
+    version is. Returns (seconds until Redis was right, seconds until the last client
+    was right), both counted from ``since`` (a time.monotonic() value); None if never
+    within ``timeout``. The client time comes from when the right snapshot arrived.
     """
     expected = game.expected_scores()
     deadline = time.monotonic() + timeout
@@ -221,7 +227,11 @@ async def wait_until_correct(
                 board = None
             if board is not None and not board_problems("redis", *board, expected):
                 redis_t = time.monotonic()
-        if redis_t is not None and _clients_correct_at(game, expected) is not None:
+        if (
+            redis_t is not None
+            and _clients_correct_at(game, expected) is not None
+            and not answer_lags(game)[1]
+        ):
             break
         await asyncio.sleep(0.1)
     clients_t = _clients_correct_at(game, expected)
