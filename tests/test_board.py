@@ -10,8 +10,11 @@ import httpx
 import msgspec
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.board.question import StoredQuestion, question_event, question_opened
+from services.board.view import JoinReads
 from services.common.redis import board_key, board_names_key, board_version_key, session_key
 from services.common.settings import get_settings
 from services.quiz.content import Question, QuizContent
@@ -87,3 +90,30 @@ async def test_a_join_after_redis_lost_the_session_sees_the_same_session(
     # GET .../question answers with the same public form.
     got = question(http, game.players[0], game.id).json()
     assert {k: got[k] for k in cached["question"]} == cached["question"]
+
+
+@pytest.mark.stack
+async def test_a_join_read_survives_a_dropped_connection() -> None:
+    """A pooled connection the server closed (a Redis restart, a cluster failover)
+    fails the first pipeline on it; the join's read is tried again, not refused
+    ("temporarily unavailable" in the cluster run before this)."""
+    url = get_settings().redis_url
+    # No retries of the client's own: what is tested is JoinReads' retry.
+    redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+    admin = Redis.from_url(url)
+    reads = JoinReads()
+    try:
+        first = await reads.read(redis, "00000000-0000-0000-0000-000000000001", "u-1")
+        assert first.role is None  # an unknown session: nothing in Redis
+        name = f"join-read-{id(reads)}"
+        await redis.client_setname(name)
+        killed = 0
+        for c in await admin.client_list():
+            if c.get("name") == name:
+                killed += int(await admin.client_kill_filter(_id=c["id"]))
+        assert killed == 1
+        again = await reads.read(redis, "00000000-0000-0000-0000-000000000001", "u-1")
+        assert again == first
+    finally:
+        await redis.aclose()
+        await admin.aclose()

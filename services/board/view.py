@@ -11,6 +11,8 @@ import asyncio
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts import LeaderboardSnapshot, QuestionOpened, State
 from services.board.access import SessionRole, role_from_redis
@@ -82,6 +84,9 @@ return {host, member, view, snapshot(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]
 )
 
 
+_CONNECTION_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
 class JoinReads:
     """Role, snapshot and view of each join in one Redis round trip, shared by the
     joins that arrive together: the reads asked for in one pass of the event loop go
@@ -91,6 +96,7 @@ class JoinReads:
     """
 
     BATCH = 256
+    RETRY_DELAYS_S = (0.1, 0.5)
 
     def __init__(self, limit: int = 10):
         self.limit = limit
@@ -119,22 +125,37 @@ class JoinReads:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[str, str, asyncio.Future[list]]]) -> None:
+        """Run the batch's reads; those lost to a dropped connection (a stale pooled
+        connection after a Redis restart or a cluster failover: the cluster client
+        retries single commands but not a pipeline) are read again, after a pause."""
+        for delay in (*self.RETRY_DELAYS_S, None):
+            results = await self._execute(batch)
+            again = []
+            for item, res in zip(batch, results, strict=True):
+                fut = item[2]
+                if fut.done():
+                    continue
+                if isinstance(res, _CONNECTION_LOST) and delay is not None:
+                    again.append(item)
+                elif isinstance(res, Exception):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+            if not again or delay is None:
+                return
+            batch = again
+            await asyncio.sleep(delay)
+
+    async def _execute(self, batch: list[tuple[str, str, asyncio.Future[list]]]) -> list:
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
         for session_id, user_id, _ in batch:
             keys = [*snapshot_keys(session_id), session_key(session_id)]
             pipe.eval(_JOIN_LUA, 4, *keys, self.limit, user_id)  # EVAL: no SCRIPT EXISTS
         try:
-            results = await pipe.execute(raise_on_error=False)
+            return list(await pipe.execute(raise_on_error=False))
         except Exception as e:
-            results = [e] * len(batch)
-        for (_, _, fut), res in zip(batch, results, strict=True):
-            if fut.done():
-                continue
-            if isinstance(res, Exception):
-                fut.set_exception(res)
-            else:
-                fut.set_result(res)
+            return [e] * len(batch)
 
 
 async def _session_view_from_postgres(session_id: str, now: int) -> SessionView | None:
