@@ -221,7 +221,7 @@ async def test_top10_records_and_malformed_score_changes(board: Board, api: Api)
         await consumer.stop()
 
 
-async def test_top10_records_sent_together_are_one_produce_request(board):
+async def test_top10_records_sent_together_are_one_produce_request(board: Board) -> None:
     """``LingeringSend``: the TOP_10 records of many sessions sent within the linger
     share one ``send_many``; every send returns once Kafka has its record, and they
     are all on the topic. A producer that cannot send fails every send of the batch."""
@@ -244,3 +244,25 @@ async def test_top10_records_sent_together_are_one_produce_request(board):
     down = LingeringSend(EventProducer(settings), settings.topic_top10, 0.01)  # never started
     results = await asyncio.gather(*(down.send(k, b"{}") for k in keys[:3]), return_exceptions=True)
     assert down.requests == 1 and all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_a_top10_record_sent_while_a_request_is_in_flight_is_sent_too(board: Board) -> None:
+    """A record sent while the previous request waits for Kafka goes in the next
+    request; before, it waited for some later send, and with none its session's
+    ticks stopped (every later snapshot of that session was never sent)."""
+    settings = get_settings()
+    in_flight = asyncio.Event()
+
+    class SlowAcks:  # the real producer, with acknowledgements 0.3 s late
+        async def send_many(self, topic: str, records: list[tuple[str, bytes]]) -> None:
+            in_flight.set()
+            await asyncio.sleep(0.3)
+            await board.producer.send_many(topic, records)
+
+    sender = LingeringSend(SlowAcks(), settings.topic_top10, 0.01)  # type: ignore[arg-type]
+    first = asyncio.create_task(sender.send(str(uuid.uuid4()), b'{"test": true}'))
+    await in_flight.wait()
+    async with asyncio.timeout(5):
+        await sender.send(str(uuid.uuid4()), b'{"test": true}')
+        await first
+    assert sender.requests == 2

@@ -50,19 +50,22 @@ class LingeringSend:
         await done
 
     async def _send_soon(self) -> None:
-        await asyncio.sleep(self.linger_s)
-        batch, self._pending = self._pending, []
-        self.requests += 1
-        try:
-            await self.producer.send_many(self.topic, [(k, v) for k, v, _ in batch])
-        except Exception as e:
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_exception(e)
-        else:
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+        # Records sent while a request is in flight wait for it (no new task starts
+        # while this one runs), so they go in the next request of this loop.
+        while self._pending:
+            await asyncio.sleep(self.linger_s)
+            batch, self._pending = self._pending, []
+            self.requests += 1
+            try:
+                await self.producer.send_many(self.topic, [(k, v) for k, v, _ in batch])
+            except Exception as e:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(e)
+            else:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
 
 class SnapshotPublisher:
