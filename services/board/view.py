@@ -8,6 +8,7 @@ the session. The answer key is never read.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -96,7 +97,7 @@ class JoinReads:
     """
 
     BATCH = 256
-    RETRY_DELAYS_S = (0.1, 0.5)
+    RETRY_DELAY_S = 0.1
 
     def __init__(self, limit: int = 10):
         self.limit = limit
@@ -125,37 +126,37 @@ class JoinReads:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[str, str, asyncio.Future[list]]]) -> None:
-        """Run the batch's reads; those lost to a dropped connection (a stale pooled
-        connection after a Redis restart or a cluster failover: the cluster client
-        retries single commands but not a pipeline) are read again, after a pause."""
-        for delay in (*self.RETRY_DELAYS_S, None):
-            results = await self._execute(batch)
-            again = []
-            for item, res in zip(batch, results, strict=True):
-                fut = item[2]
-                if fut.done():
-                    continue
-                if isinstance(res, _CONNECTION_LOST) and delay is not None:
-                    again.append(item)
-                elif isinstance(res, Exception):
-                    fut.set_exception(res)
-                else:
-                    fut.set_result(res)
-            if not again or delay is None:
-                return
-            batch = again
-            await asyncio.sleep(delay)
-
-    async def _execute(self, batch: list[tuple[str, str, asyncio.Future[list]]]) -> list:
+        """Run the batch's reads as one pipeline; those lost to a dropped connection
+        (a stale pooled connection after a Redis restart or a cluster failover) are
+        read again one by one after a pause: a single command gets the client's own
+        retries and, on a cluster, its fresh slot map, which a pipeline does not."""
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
         for session_id, user_id, _ in batch:
-            keys = [*snapshot_keys(session_id), session_key(session_id)]
-            pipe.eval(_JOIN_LUA, 4, *keys, self.limit, user_id)  # EVAL: no SCRIPT EXISTS
+            pipe.eval(_JOIN_LUA, 4, *self._args(session_id, user_id))  # EVAL: no SCRIPT EXISTS
         try:
-            return list(await pipe.execute(raise_on_error=False))
+            results: list[Any] = list(await pipe.execute(raise_on_error=False))
         except Exception as e:
-            return [e] * len(batch)
+            results = [e] * len(batch)
+        lost = [i for i, res in enumerate(results) if isinstance(res, _CONNECTION_LOST)]
+        if lost:
+            await asyncio.sleep(self.RETRY_DELAY_S)
+            again = await asyncio.gather(
+                *(self.redis.eval(_JOIN_LUA, 4, *self._args(*batch[i][:2])) for i in lost),
+                return_exceptions=True,
+            )
+            for i, res in zip(lost, again, strict=True):
+                results[i] = res
+        for (_, _, fut), res in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+
+    def _args(self, session_id: str, user_id: str) -> list[Any]:
+        return [*snapshot_keys(session_id), session_key(session_id), self.limit, user_id]
 
 
 async def _session_view_from_postgres(session_id: str, now: int) -> SessionView | None:

@@ -1,9 +1,11 @@
 """Commands that run beside the rest of the suite: a test whose whole body is one long
-self-contained command (its own cluster and stack, a type check of the web client)
+self-contained, light command (the type check of the web client, the Compose check)
 marks itself ``@pytest.mark.early(job)``. The job starts as soon as the session's
 tests are collected; the test runs last and waits for the job's result, so the
 command's wall time overlaps every other test instead of adding to it. The test
-asserts exactly what it asserted when it ran the command itself."""
+asserts exactly what it asserted when it ran the command itself. The cluster run
+(tests/test_cluster.py) is not one: a second stack beside the suite made the suite's
+timing-bound tests flaky on two cores."""
 
 from __future__ import annotations
 
