@@ -77,11 +77,12 @@ def uvicorn(app: str, port: int) -> list[str]:
 
 
 def sio_server(app: str, port: int) -> list[str]:
-    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = uvicorn (default) or
-    granian (see realtime_sio/README.md for what each costs per socket)."""
-    if os.environ.get("QUIZ_SIO_SERVER", "uvicorn") == "granian":
-        return granian(app, port, websockets=True)
-    return uvicorn(app, port)
+    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = granian (default) or
+    uvicorn with the pre-framed writes (see realtime_sio/README.md for what each costs
+    per socket and why granian stays the default for now)."""
+    if os.environ.get("QUIZ_SIO_SERVER", "granian") == "uvicorn":
+        return uvicorn(app, port)
+    return granian(app, port, websockets=True)
 
 
 # (kind, command, health path) of the HTTP services, in start order.
