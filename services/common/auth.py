@@ -73,10 +73,14 @@ class TokenVerifier:
                 r.raise_for_status()
                 self.load_jwks(r.json())
 
+    def _fresh(self, token: str, now: float) -> tuple[Caller, float] | None:
+        hit = self._cache.get(token)
+        return hit if hit is not None and hit[1] > now else None
+
     def cached(self, token: str) -> Caller | None:
         """The caller of a token this process verified and that has not expired yet."""
-        hit = self._cache.get(token)
-        return hit[0] if hit is not None and hit[1] > time.time() else None
+        hit = self._fresh(token, time.time())
+        return hit[0] if hit is not None else None
 
     async def verify(self, token: str) -> Caller:
         """Caller of a valid access token; raises AuthError otherwise."""
@@ -85,8 +89,8 @@ class TokenVerifier:
     async def verify_until(self, token: str) -> tuple[Caller, float]:
         """Caller of a valid access token and when it expires (Unix seconds)."""
         now = time.time()
-        hit = self._cache.get(token)
-        if hit is not None and hit[1] > now:
+        hit = self._fresh(token, now)
+        if hit is not None:
             return hit
         try:
             header = jwt.get_unverified_header(token)

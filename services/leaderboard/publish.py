@@ -56,16 +56,18 @@ class LingeringSend:
             await asyncio.sleep(self.linger_s)
             batch, self._pending = self._pending, []
             self.requests += 1
+            error: Exception | None = None
             try:
                 await self.producer.send_many(self.topic, [(k, v) for k, v, _ in batch])
             except Exception as e:
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(e)
-            else:
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+                error = e
+            for _, _, done in batch:
+                if done.done():
+                    continue
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
 
 
 class SnapshotPublisher:
@@ -78,7 +80,6 @@ class SnapshotPublisher:
         linger_s: float = 0.0,
     ):
         self.redis = redis
-        self.producer = producer
         self.emitter = emitter
         self.top10 = LingeringSend(producer, topic_top10, linger_s)
 
