@@ -180,6 +180,11 @@ class SessionStateChanged(Struct, kw_only=True):
     state: State
     players: int
     question_index: int = -1
+    version: int = 0
+    """The board version ``players`` was read at (the `leaderboard` event's version
+    space; 0: unknown). Joins through different quiz processes can arrive out of
+    order: a client keeps the count of the newest version it has seen, from this
+    event or a `leaderboard` one."""
 
 
 class SessionEnded(Struct, kw_only=True):

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import socketio
 
+from infra.stack import read_layout
 from tests.support.api import Api, unique
-from tests.support.game import questions
+from tests.support.game import Quiz, questions
 
 pytestmark = pytest.mark.stack
 
@@ -119,3 +121,65 @@ async def test_live_room_events_and_deadline_close_once(base_url: str) -> None:
             assert len(watcher.of("question_closed")) == 2, watcher.events
         finally:
             await watcher.client.disconnect()
+
+
+async def test_joins_through_both_quiz_processes_give_ordered_player_counts(
+    base_url: str, http: httpx.Client, api: Api, stack_dir: Path
+) -> None:
+    """Players joining at once through both quiz processes: their `session_state`
+    events may arrive in any order, but each carries the board version its count was
+    read at, so the newest version has the full count and counts grow with versions."""
+    ports = read_layout(stack_dir).quiz_ports
+    assert len(ports) >= 2
+    quiz = Quiz(api, 1, limit_s=30)
+    sid = quiz.open_session("live")["id"]
+    guests = [api.guest() for _ in range(12)]
+    watcher = Watcher()
+    await watcher.client.connect(
+        base_url,
+        auth={"token": quiz.host["access_token"]},
+        transports=["websocket"],
+        wait_timeout=5,
+    )
+    clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=20) for p in ports]
+    try:
+        ack = await watcher.client.call("join", {"session_id": sid}, timeout=5)
+        assert ack["ok"], ack
+        replies = await asyncio.gather(
+            *[
+                clients[i % len(clients)].post(
+                    "/api/quiz/sessions/join", headers=Api.auth(g), json={"session_id": sid}
+                )
+                for i, g in enumerate(guests)
+            ]
+        )
+        assert {r.status_code for r in replies} == {200}, [r.text for r in replies]
+
+        def newest() -> dict | None:
+            states = watcher.of("session_state")
+            return max(states, key=lambda e: e["version"]) if states else None
+
+        deadline = time.monotonic() + 8
+        while (n := newest()) is None or n["players"] < len(guests):
+            assert time.monotonic() < deadline, watcher.events
+            await asyncio.sleep(0.05)
+        states = watcher.of("session_state")
+        assert all(e["version"] > 0 for e in states), states
+        by_version = [e["players"] for e in sorted(states, key=lambda e: e["version"])]
+        assert by_version == sorted(by_version), states
+        assert n["players"] == len(guests)
+
+        # The question opening reads the count and version together too.
+        advanced = await clients[0].post(f"/api/quiz/sessions/{sid}/advance", headers=quiz.auth)
+        assert advanced.status_code == 200, advanced.text
+        await watcher.wait_for("question")
+        deadline = time.monotonic() + 8
+        while not [e for e in watcher.of("session_state") if e["state"] == "running"]:
+            assert time.monotonic() < deadline, watcher.events
+            await asyncio.sleep(0.05)
+        [running] = [e for e in watcher.of("session_state") if e["state"] == "running"]
+        assert (running["players"], running["version"]) == (len(guests), n["version"])
+    finally:
+        await watcher.client.disconnect()
+        for c in clients:
+            await c.aclose()

@@ -151,6 +151,17 @@ async def read_snapshot(
     return (await read_snapshots(redis, [session_id], limit))[session_id]
 
 
+# A board's player count and version, read together.
+_PLAYERS_LUA = "return {redis.call('GET', KEYS[1]) or '0', redis.call('ZCARD', KEYS[2])}"
+
+
+async def read_players(redis: Redis, session_id: str) -> tuple[int, int]:
+    """(players, version) of a board, read atomically; (0, 0) when it is missing."""
+    keys = [board_version_key(session_id), board_key(session_id)]
+    version, players = await redis.eval(_PLAYERS_LUA, len(keys), *keys)
+    return int(players), int(version)
+
+
 async def read_rank(redis: Redis, session_id: str, user_id: str) -> tuple[int, int, int] | None:
     """(rank, score, players) of one player, or None when not on the board."""
     key = board_key(session_id)

@@ -15,7 +15,8 @@ import msgspec
 from msgspec import Struct
 
 from contracts import SessionStateChanged
-from services.common.redis import board_key, get_redis
+from services.board.ranking import read_players
+from services.common.redis import get_redis
 from services.common.rooms import get_emitter
 
 log = logging.getLogger("quizrt.quiz.announcements")
@@ -36,11 +37,12 @@ class JoinAnnouncer:
     deliveries (a stadium of 1,000: a million) and delayed the `question` events
     behind them. The first join of a quiet session is announced at once; later ones
     within the interval become one trailing event with the player count read
-    fresh from the board when it is sent. The interval grows with the room: at
-    least ``interval_s``, and long enough that one process's announcements to a
-    room of N cost at most ``deliveries_per_s`` (a stadium of 5,000 joining: one
-    announcement per 2.5 s instead of two a second, which were 2.4 million
-    deliveries in the bench's stadium-5000).
+    fresh from the board when it is sent. Each event carries the board version its
+    count was read at, so a client can order the events of several processes. The
+    interval grows with the room: at least ``interval_s``, and long enough that one
+    process's announcements to a room of N cost at most ``deliveries_per_s`` (a
+    stadium of 5,000 joining: one announcement per 2.5 s instead of two a second,
+    which were 2.4 million deliveries in the bench's stadium-5000).
     """
 
     def __init__(self, interval_s: float = 0.5, deliveries_per_s: float = 2000.0):
@@ -76,9 +78,9 @@ class JoinAnnouncer:
             cutoff = time.monotonic() - 60
             self._last = {k: v for k, v in self._last.items() if v > cutoff}
         try:
-            players = int(await get_redis().zcard(board_key(sid)))
-            if players:
-                event = msgspec.structs.replace(event, players=players)
+            players, version = await read_players(get_redis(), sid)
+            if players and version >= event.version:
+                event = msgspec.structs.replace(event, players=players, version=version)
         except Exception:  # keep the count the last join saw
             pass
         await emit("session_state", event, sid)

@@ -31,7 +31,6 @@ from services.board import ranking
 from services.board.question import question_event
 from services.common.auth import Caller
 from services.common.clock import now_ms
-from services.common.redis import board_key
 from services.quiz import held
 from services.quiz.announcements import emit, join_announcer
 from services.quiz.content import QuizContent, load_quiz, parse_id
@@ -48,15 +47,18 @@ GRACE_MS = 250
 CLOSE_AFTER_MS = GRACE_MS + 250
 
 
-async def _player_count(conn: Any, redis: Redis, session_id: uuid.UUID) -> int:
+async def _player_count(conn: Any, redis: Redis, session_id: uuid.UUID) -> tuple[int, int]:
+    """(players, board version); version 0 when Redis could not say."""
     try:
-        return int(await redis.zcard(board_key(str(session_id))))
+        players, version = await ranking.read_players(redis, str(session_id))
+        if version:
+            return players, version
     except Exception:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM session_player WHERE session_id = $1", session_id
-            )
-        )
+        pass
+    count = await conn.fetchval(
+        "SELECT count(*) FROM session_player WHERE session_id = $1", session_id
+    )
+    return int(count), 0
 
 
 async def _mark_dirty(conn: Any, session_id: uuid.UUID) -> None:
@@ -141,13 +143,13 @@ async def join(conn: Any, redis: Redis, caller: Caller, data: JoinIn) -> JoinRes
     )
     if inserted is not None:
         try:
-            _, players, _ = await ranking.write_score(
+            _, players, version = await ranking.write_score(
                 redis, str(sid), caller.user_id, 0, reached, nickname=nickname
             )
         except Exception as e:
             log.warning("board write failed for session %s (will rebuild): %s", sid, e)
             await _mark_dirty(conn, sid)
-            players = await _player_count(conn, redis, sid)
+            players, version = await _player_count(conn, redis, sid)
         await cache_session(redis, row, quiz)
         await join_announcer.announce(
             SessionStateChanged(
@@ -155,6 +157,7 @@ async def join(conn: Any, redis: Redis, caller: Caller, data: JoinIn) -> JoinRes
                 state=row["state"],
                 players=players,
                 question_index=row["current_index"],
+                version=version,
             ),
         )
     return JoinResult(
@@ -264,11 +267,15 @@ async def advance(conn: Any, redis: Redis, caller: Caller, session_id: str) -> A
         await emit(
             "question", question_event(session_id, quiz, nxt, row["deadline_ms"], now), session_id
         )
-        players = await _player_count(conn, redis, sid)
+        players, version = await _player_count(conn, redis, sid)
         await emit(
             "session_state",
             SessionStateChanged(
-                session_id=session_id, state="running", players=players, question_index=nxt
+                session_id=session_id,
+                state="running",
+                players=players,
+                question_index=nxt,
+                version=version,
             ),
             session_id,
         )

@@ -24,6 +24,7 @@ const QUIZZES_KEY = "host.quizzes";
  * @property {any} question the open question's event, null between questions
  * @property {number} index
  * @property {number} players
+ * @property {number} playersVersion the board version `players` was read at (0: unknown)
  * @property {ReturnType<typeof openRoom> | null} room
  * @property {ReturnType<typeof setTimeout> | null} [boardTimer] the pending HTTP read of the top 10
  * @property {number} [boardReadAt] when the last one was sent (ms)
@@ -247,6 +248,7 @@ async function enterSession(session) {
     question: null,
     index: -1,
     players: 0,
+    playersVersion: 0,
     room: /** @type {ReturnType<typeof openRoom> | null} */ (null),
   };
   showView("h-session");
@@ -278,7 +280,7 @@ async function enterSession(session) {
     question_closed: mine(onQuestionClosed),
     session_state: mine((/** @type {any} */ ev) => {
       if (ev.players !== live.board.snapshot?.players) refreshBoardSoon();
-      setPlayers(ev.players);
+      setPlayers(ev.players, ev.version);
       if (typeof ev.question_index === "number" && ev.question_index >= 0) live.index = ev.question_index;
       setState(ev.state);
     }),
@@ -322,7 +324,7 @@ function onJoined(ack) {
 function onLeaderboard(snap) {
   if (!live.board.accept(snap)) return;
   drawBoard();
-  setPlayers(snap.players);
+  setPlayers(snap.players, snap.version);
 }
 
 /**
@@ -353,10 +355,16 @@ function drawBoard() {
 }
 
 /**
+ * Show the player count of the newest board version seen: events of several
+ * processes can arrive out of order, and players never leave a session, so a count
+ * without a version only ever raises it.
  * @param {number} n
+ * @param {number} [version]
  */
-function setPlayers(n) {
+function setPlayers(n, version = 0) {
   if (typeof n !== "number") return;
+  if (version ? version < live.playersVersion : n < live.players) return;
+  if (version) live.playersVersion = version;
   live.players = n;
   $("[data-h-players]", live.root).textContent = String(n);
   $("[data-h-players-word]", live.root).textContent = n === 1 ? "player" : "players";

@@ -27,6 +27,8 @@ const MAX_KEPT_ANSWERS = 200;
  * @property {boolean} finished
  * @property {any} me this player's own rank and score, when known
  * @property {number} meSeq
+ * @property {number} players the player count on screen
+ * @property {number} playersVersion the board version it was read at (0: unknown)
  * @property {ReturnType<typeof openRoom> | null} room
  */
 
@@ -208,6 +210,8 @@ async function enterGame(session) {
     finished: false,
     me: null,
     meSeq: 0,
+    players: 0,
+    playersVersion: 0,
     room: /** @type {ReturnType<typeof openRoom> | null} */ (null),
   };
   save(SESSION_KEY, session);
@@ -279,7 +283,7 @@ function onLeaderboard(snap) {
   const mine = game.board.entryOf(api.user?.id);
   if (mine) updateMe({ rank: mine.rank, score: mine.score, players: snap.players });
   else if (game.me) updateMe({ players: snap.players });
-  setPlayers(snap.players);
+  setPlayers(snap.players, snap.version);
   if (game.finished) renderPodium($("[data-podium]", root), snap.entries, api.user?.id);
 }
 
@@ -287,7 +291,7 @@ function onLeaderboard(snap) {
  * @param {any} ev
  */
 function onSessionState(ev) {
-  setPlayers(ev.players);
+  setPlayers(ev.players, ev.version);
   if (isLive() && ev.state === "running" && ev.question_index > (game.question?.index ?? -1)) {
     // The `question` event travels with this one; only if it went missing, ask once.
     const current = game;
@@ -312,10 +316,17 @@ function onSessionEnded(ev) {
 }
 
 /**
+ * Show the player count of the newest board version seen (as the host view does:
+ * events of several processes can arrive out of order; a count without a version
+ * only ever raises it).
  * @param {number} n
+ * @param {number} [version]
  */
-function setPlayers(n) {
+function setPlayers(n, version = 0) {
   if (typeof n !== "number") return;
+  if (version ? version < game.playersVersion : n < game.players) return;
+  if (version) game.playersVersion = version;
+  game.players = n;
   $("[data-players]", game.root).textContent = `${plural(n, "player")} here.`;
   // Joins change the count before any leaderboard event says so.
   if (n > (game.board.snapshot?.players ?? 0)) $("[data-board-players]", game.root).textContent = `(${plural(n, "player")})`;
