@@ -5,9 +5,12 @@ consumer's TOP_10 records (real PostgreSQL, Redis, Kafka, nginx, IAM).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -15,6 +18,7 @@ import msgspec
 import pytest
 
 from contracts import decode_top10
+from infra.stack import read_pids
 from services.board.ranking import read_snapshots
 from services.common.kafka import EventProducer, make_consumer
 from services.common.redis import (
@@ -26,6 +30,7 @@ from services.common.redis import (
 )
 from services.common.settings import get_settings
 from services.leaderboard.publish import LingeringSend
+from tests.chaos.waiting import until
 from tests.support.api import Api
 from tests.support.game import Board, Session, open_board, score_change
 
@@ -266,3 +271,41 @@ async def test_a_top10_record_sent_while_a_request_is_in_flight_is_sent_too(boar
         await sender.send(str(uuid.uuid4()), b'{"test": true}')
         await first
     assert sender.requests == 2
+
+
+async def test_a_renewed_kafka_client_keeps_the_leaderboard_going(
+    board: Board, api: Api, stack_dir: Path
+) -> None:
+    """The consumer replaces a wedged Kafka client by a new member of its group
+    (``liveness.FetchWatch`` decides; SIGUSR1 asks at once): the new one is assigned
+    the partitions and the next answer's TOP_10 goes out as before."""
+    s = await new_session(api, board, 2)
+    settings = get_settings()
+    log = stack_dir / "logs" / "consumer-1.log"
+    start = log.stat().st_size
+    consumer = make_consumer(settings.topic_top10, group=None, auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        os.kill(read_pids(stack_dir)["consumer-1"], signal.SIGUSR1)
+
+        def renewed() -> bool:
+            with log.open("rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+            return "starting a new one" in text and "assigned partitions" in text
+
+        assert await until(renewed, 30, interval=0.1), "the consumer did not renew its client"
+        version = await board.answer(s, s.user(1), 250)
+        found = None
+        async with asyncio.timeout(15):
+            while found is None:
+                batch = await consumer.getmany(timeout_ms=200)
+                for recs in batch.values():
+                    for rec in recs:
+                        t = decode_top10(rec.value)
+                        if t.session_id == s.id and t.version >= version:
+                            found = t
+        assert [e.score for e in found.entries][:1] == [250]
+    finally:
+        await consumer.stop()

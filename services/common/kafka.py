@@ -83,12 +83,15 @@ class EventProducer:
         """
         if self._producer is None:
             raise RuntimeError("producer not started")
-        futures = [
-            await self._producer.send(topic, value=value, key=key.encode())
-            for key, value in records
-        ]
-        if futures:
-            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        # The whole call is bounded: ``send`` itself waits for metadata and buffer
+        # space, and a client that lost its broker must not hold its caller forever.
+        async with asyncio.timeout(timeout):
+            futures = [
+                await self._producer.send(topic, value=value, key=key.encode())
+                for key, value in records
+            ]
+            if futures:
+                await asyncio.gather(*futures)
 
     async def ping(self) -> bool:
         if self._producer is None:

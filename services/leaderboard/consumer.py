@@ -16,6 +16,11 @@ are retried per session with backoff. Beside the loop, a watcher keeps Redis who
 (``rebuild``): dirty boards and a Redis that lost its data are rebuilt from
 PostgreSQL and their sessions marked changed.
 
+A commit that Kafka does not answer is given up after ``COMMIT_TIMEOUT_S`` (a later
+one covers it); a Kafka client whose commits keep timing out, or that stopped
+fetching (``liveness.FetchWatch``), is replaced by a new member of the group
+(SIGUSR1 asks for that at once).
+
 Each snapshot carries the hop trace of the newest answer behind it
 (``contracts.HopTrace``: arrived, committed, produced from SCORE_CHANGE; acked from
 the record's broker append time; read; emitted), and the consumer's hops go to its
@@ -32,7 +37,7 @@ import signal
 import time
 
 import msgspec
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from contracts import HopTrace, decode_score_change
@@ -48,6 +53,7 @@ from services.common.logs import setup_logging
 from services.common.redis import close_redis, get_redis
 from services.common.rooms import get_emitter
 from services.common.settings import get_settings
+from services.leaderboard.liveness import FetchWatch
 from services.leaderboard.publish import SnapshotPublisher
 from services.leaderboard.ticks import OffsetLedger, SessionTicks
 
@@ -55,6 +61,10 @@ log = logging.getLogger("quizrt.leaderboard.consumer")
 
 BACKOFF_MAX_S = 2.0
 WATCH_INTERVAL_S = 1.0
+COMMIT_TIMEOUT_S = 10.0  # a commit to a coordinator that never answers is given up
+MAX_COMMIT_TIMEOUTS = 2  # ... and after this many in a row, the client is replaced
+PROBE_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 10.0
 
 
 class _Assignment(ConsumerRebalanceListener):
@@ -62,12 +72,14 @@ class _Assignment(ConsumerRebalanceListener):
 
     def __init__(self) -> None:
         self.joined = asyncio.Event()
+        self.assigned: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
+        self.assigned = set()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+        self.assigned = set(assigned)
         self.joined.set()
 
 
@@ -117,16 +129,25 @@ class LeaderboardConsumer:
         self.ticks: SessionTicks | None = None
         self.ledger = OffsetLedger()
         self.seq = 0
+        self.renewals = 0
+        self.renew_requested = ""  # SIGUSR1: replace the Kafka client now (operators, tests)
         self.commit_interval_s = max(self.settings.leaderboard_commit_interval_ms, 0) / 1000
         self._committed_at = float("-inf")
+        self._commit_timeouts = 0
+        self.watch = FetchWatch()
+        self.consumer, self.assignment = self._new_consumer()
+
+    def _new_consumer(self) -> tuple[AIOKafkaConsumer, _Assignment]:
         # Static membership: a restarted process takes its partitions back at once
         # instead of waiting for the group to time the old member out.
         name = os.environ.get("QUIZ_PROCESS_NAME")
-        self.consumer = make_consumer(
+        consumer = make_consumer(
             group=self.settings.consumer_group,
             group_instance_id=f"{self.settings.instance}{name}" if name else None,
         )
-        self.assignment = _Assignment()
+        assignment = _Assignment()
+        consumer.subscribe([self.settings.topic_score_change], listener=assignment)
+        return consumer, assignment
 
     async def run(self) -> None:
         log.info("starting")
@@ -147,7 +168,6 @@ class LeaderboardConsumer:
             tick_s=max(self.settings.leaderboard_tick_ms, 1) / 1000,
             deliveries_per_s=self.settings.leaderboard_deliveries_per_s,
         )
-        self.consumer.subscribe([self.settings.topic_score_change], listener=self.assignment)
         await self.consumer.start()
         log.info("joining group %s", self.settings.consumer_group)
         watcher = asyncio.create_task(self._watch_redis())
@@ -168,7 +188,7 @@ class LeaderboardConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self.ticks.stop()
-            await self.consumer.stop()
+            await self._stop_consumer()
             await self.producer.stop()
             await close_redis()
             await db.close_pool()
@@ -180,8 +200,16 @@ class LeaderboardConsumer:
         while not self.stopping.is_set():
             if len(self.ledger) >= MAX_OUTSTANDING_BATCHES:
                 # Publishing is behind (Redis or Kafka trouble): let it catch up first.
+                self.watch.fetched()  # not fetching on purpose
                 await asyncio.sleep(tick_ms / 1000)
                 await self._commit_ready(force=True)
+                continue
+            why: str | None = self.renew_requested
+            if not why and self.watch.probe_due():
+                why = self.watch.probed(await self._end_offsets(), bool(self.assignment.assigned))
+            if why:
+                self.renew_requested = ""
+                await self._renew(why)
                 continue
             try:
                 batch = await self.consumer.getmany(timeout_ms=tick_ms)
@@ -190,6 +218,7 @@ class LeaderboardConsumer:
                 await asyncio.sleep(BACKOFF_MAX_S)
                 continue
             if batch:
+                self.watch.fetched()
                 self.seq += 1
                 traces = newest_traces([r for recs in batch.values() for r in recs], now_ms())
                 self.ledger.add(
@@ -211,10 +240,63 @@ class LeaderboardConsumer:
             return
         self._committed_at = now
         try:
-            await self.consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as e:
-            # A rebalance took the partitions: their new owner redoes those records.
-            log.warning("commit failed (%s); those records will be redelivered", e)
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError, TimeoutError) as e:
+            # A rebalance took the partitions (their new owner redoes those records),
+            # or the coordinator did not answer: a later commit covers these offsets,
+            # and a crash before it only re-reads them.
+            log.warning(
+                "commit failed (%s); those records will be redelivered", str(e) or "timeout"
+            )
+            if isinstance(e, TimeoutError):
+                self._commit_timeouts += 1
+                if self._commit_timeouts >= MAX_COMMIT_TIMEOUTS:
+                    self.renew_requested = f"{self._commit_timeouts} commits in a row timed out"
+        else:
+            self._commit_timeouts = 0
+
+    async def _end_offsets(self) -> dict[TopicPartition, int] | None:
+        """End offsets of the assigned partitions (one ListOffsets request); None when
+        Kafka did not answer in time."""
+        assigned = list(self.assignment.assigned)
+        if not assigned:
+            return {}
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                return await self.consumer.end_offsets(assigned)
+        except (KafkaError, TimeoutError, OSError):
+            return None
+
+    async def _renew(self, why: str) -> None:
+        """Replace a wedged Kafka consumer by a new one in the same group. The batches
+        not yet committed are dropped from the ledger: the new consumer starts from
+        the committed offsets and delivers them again (at-least-once, idempotent)."""
+        log.warning("replacing the Kafka consumer (%s): starting a new one", why)
+        self.ledger.clear()
+        await self._stop_consumer()
+        delay = 0.5
+        while not self.stopping.is_set():
+            self.consumer, self.assignment = self._new_consumer()
+            try:
+                async with asyncio.timeout(30):
+                    await self.consumer.start()
+                break
+            except (KafkaError, TimeoutError, OSError) as e:
+                log.warning("new consumer did not start (%s); retrying", str(e) or "timeout")
+                await self._stop_consumer()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+        self.watch.reset()
+        self._commit_timeouts = 0
+        self.renewals += 1
+
+    async def _stop_consumer(self) -> None:
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await self.consumer.stop()
+        except Exception as e:  # a wedged client may not stop cleanly; it is dropped
+            log.warning("Kafka consumer stop failed (%s: %s)", type(e).__name__, e)
 
     async def _watch_redis(self) -> None:
         """Every second: rebuild boards that are dirty or lost, and mark them changed."""
@@ -237,6 +319,9 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stopping.set)
+    loop.add_signal_handler(
+        signal.SIGUSR1, lambda: setattr(consumer, "renew_requested", "asked by SIGUSR1")
+    )
     await consumer.run()
 
 

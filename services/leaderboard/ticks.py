@@ -207,6 +207,10 @@ class OffsetLedger:
     def __len__(self) -> int:
         return len(self._batches)
 
+    def clear(self) -> None:
+        """Forget every batch (a new consumer delivers the uncommitted ones again)."""
+        self._batches.clear()
+
     def add(self, seq: int, offsets: dict[Hashable, int], sessions: set[str]) -> None:
         self._batches.append(_Batch(seq, dict(offsets), set(sessions)))
 
