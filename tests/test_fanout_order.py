@@ -111,7 +111,7 @@ async def test_joins_and_leaves_interleaved_with_room_events_keep_each_socket_in
             assert got == expected, f"sio-{p + 1} {t[0]}: {got}"
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-    if os.environ.get("QUIZ_SIO_SERVER", "granian") == "uvicorn":
+    if os.environ.get("QUIZ_SIO_SERVER", "uvicorn") == "uvicorn":
         assert raw_deliveries(stack_dir) > raw_before, "no pre-framed websocket delivery"
 
 

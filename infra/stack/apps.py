@@ -1,5 +1,5 @@
 """The project's own processes: the HTTP services on granian, the Kafka consumers and
-the socket.io tier (granian or uvicorn, ``QUIZ_SIO_SERVER``), each one Server."""
+the socket.io tier (uvicorn or granian, ``QUIZ_SIO_SERVER``), each one Server."""
 
 from __future__ import annotations
 
@@ -77,12 +77,12 @@ def uvicorn(app: str, port: int) -> list[str]:
 
 
 def sio_server(app: str, port: int) -> list[str]:
-    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = granian (default) or
-    uvicorn with the pre-framed writes (see realtime_sio/README.md for what each costs
-    per socket and why granian stays the default for now)."""
-    if os.environ.get("QUIZ_SIO_SERVER", "granian") == "uvicorn":
-        return uvicorn(app, port)
-    return granian(app, port, websockets=True)
+    """The socket.io process's command: ``QUIZ_SIO_SERVER`` = uvicorn with the
+    pre-framed writes (default) or granian (see realtime_sio/README.md for what each
+    costs per socket and per delivery)."""
+    if os.environ.get("QUIZ_SIO_SERVER", "uvicorn") == "granian":
+        return granian(app, port, websockets=True)
+    return uvicorn(app, port)
 
 
 # (kind, command, health path) of the HTTP services, in start order.
