@@ -1,10 +1,18 @@
-"""When the leaderboard consumer replaces its Kafka client (services/leaderboard/
-liveness.py): a quiet topic and a busy consumer never trigger it; records that stay
-unfetched, no assignment, or a Kafka that stops answering do."""
+"""How the leaderboard consumer recovers its Kafka clients. The consumer client
+(services/leaderboard/liveness.py): a quiet topic and a busy consumer never replace
+it; records that stay unfetched, no assignment, or a Kafka that stops answering do.
+The TOP_10 producer (services/leaderboard/publish.py): one an outage left unusable
+is replaced before the next request."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
+
 from services.leaderboard.liveness import FetchWatch
+from services.leaderboard.publish import LingeringSend
 
 
 class Clock:
@@ -99,3 +107,40 @@ def test_kafka_not_answering_many_probes_is_a_stall_a_few_are_not() -> None:
     c.t += 5
     why = w.probed(None, True)
     assert why is not None and "did not answer" in why
+
+
+class BrokenProducer:
+    """Stands in for EventProducer after an outage: every send fails with the fatal
+    OutOfOrderSequenceNumber until ``renew``; the first renew fails (Kafka still away)."""
+
+    def __init__(self) -> None:
+        self.renew_calls = 0
+        self.fresh = False
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send_many(self, topic: str, records: list[tuple[str, bytes]]) -> None:
+        if not self.fresh:
+            raise OutOfOrderSequenceNumber()
+        self.sent += records
+
+    async def renew(self) -> None:
+        self.renew_calls += 1
+        if self.renew_calls == 1:
+            raise KafkaConnectionError("still away")
+        self.fresh = True
+
+
+async def test_a_producer_an_outage_broke_is_renewed_before_the_next_request() -> None:
+    """Before, the consumer kept its producer, and every TOP_10 send after a long
+    Kafka outage failed with OutOfOrderSequenceNumber for good."""
+    producer = BrokenProducer()
+    sender = LingeringSend(cast(Any, producer), "TOP_10", 0.0)
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await sender.send("s1", b"1")
+    with pytest.raises(KafkaConnectionError):  # the renewal itself failed: tried again
+        await sender.send("s1", b"2")
+    await sender.send("s1", b"3")
+    assert producer.renew_calls == 2 and sender.renewals == 1
+    assert producer.sent == [("s1", b"3")]
+    await sender.send("s2", b"4")  # no renewal while the new producer works
+    assert producer.renew_calls == 2 and producer.sent[-1] == ("s2", b"4")

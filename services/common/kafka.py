@@ -48,7 +48,7 @@ class EventProducer:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_idempotence=True,
             acks="all",
@@ -62,7 +62,26 @@ class EventProducer:
             retry_backoff_ms=100,
             metadata_max_age_ms=30000,
         )
-        await self._producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a producer that did not start is not kept
+            raise
+        self._producer = producer
+
+    async def renew(self) -> None:
+        """Replace the aiokafka producer by a new one (a new producer id). After a
+        fatal error (``OutOfOrderSequenceNumber``: a batch that expired while Kafka was
+        away left a gap in the sequence numbers; ``ProducerFenced``) the old one
+        refuses every send for good. Raises when the new one cannot start (Kafka
+        away): call again later."""
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), 5)
+            except Exception:
+                pass  # an unusable producer may not stop cleanly; it is dropped
+        await self.start()
 
     async def stop(self) -> None:
         if self._producer is not None:

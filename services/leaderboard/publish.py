@@ -5,7 +5,9 @@ PostgreSQL first); ``send`` emits the `leaderboard` room event and produces the
 TOP_10 record together (neither waits for the other), stamping the hop trace. The
 TOP_10 records of all sessions go out together (``LingeringSend``): the ones sent
 within ``settings.leaderboard_top10_linger_ms`` are one produce request, not one per
-session, and each ``send`` still returns only once Kafka has its record.
+session, and each ``send`` still returns only once Kafka has its record. A producer
+that an outage left unusable for good (``OutOfOrderSequenceNumber``) is replaced
+before the next request; without that, every TOP_10 send failed from then on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 
 import msgspec
+from aiokafka.errors import OutOfOrderSequenceNumber, ProducerFenced
 from redis.asyncio import Redis
 
 from contracts import HopTrace, LeaderboardSnapshot, RoomLeaderboard, Top10
@@ -27,6 +30,7 @@ from services.common.rooms import RoomEmitter
 log = logging.getLogger("quizrt.leaderboard.publish")
 
 TOP_N = 10
+FATAL_FOR_PRODUCER = (OutOfOrderSequenceNumber, ProducerFenced)
 
 
 class LingeringSend:
@@ -40,7 +44,9 @@ class LingeringSend:
         self.linger_s = linger_s
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._flush: asyncio.Task[None] | None = None
+        self._broken = False  # the producer refuses every send: renew it first
         self.requests = 0
+        self.renewals = 0
 
     async def send(self, key: str, value: bytes) -> None:
         done = asyncio.get_running_loop().create_future()
@@ -58,9 +64,17 @@ class LingeringSend:
             self.requests += 1
             error: Exception | None = None
             try:
+                if self._broken:
+                    await self.producer.renew()
+                    self._broken = False
+                    self.renewals += 1
                 await self.producer.send_many(self.topic, [(k, v) for k, v, _ in batch])
             except Exception as e:
                 error = e
+                if isinstance(e, FATAL_FOR_PRODUCER):
+                    # The senders retry; their next request goes out on a new producer.
+                    log.warning("%s producer unusable (%r): starting a new one", self.topic, e)
+                    self._broken = True
             for _, _, done in batch:
                 if done.done():
                     continue
