@@ -12,6 +12,7 @@ from contracts import QuestionOut
 from services.board.question import question_event
 from services.common.auth import Caller
 from services.common.clock import now_ms
+from services.quiz.answer_cache import answer_cache
 from services.quiz.content import QuizContent, load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, NotFound
 
@@ -67,6 +68,7 @@ async def current_question(conn: Any, caller: Caller, session_id: str) -> Questi
     if last is not None and not row["last_answered"]:
         deadline = row["last_handed_ms"] + quiz.questions[last].time_limit_s * 1000
         if now <= deadline:
+            answer_cache.handed(sid, caller.user_id, row["last_question_id"], row["last_handed_ms"])
             return _question_out(session_id, quiz, last, deadline, now)
     index = 0 if last is None else last + 1
     if index >= quiz.count:
@@ -82,6 +84,7 @@ async def current_question(conn: Any, caller: Caller, session_id: str) -> Questi
         index,
         now,
     )
+    answer_cache.handed(sid, caller.user_id, q.id, handed)  # its answer may skip a read
     return _question_out(session_id, quiz, index, handed + q.time_limit_s * 1000, now)
 
 

@@ -33,6 +33,7 @@ from services.common.auth import Caller
 from services.common.clock import now_ms
 from services.quiz import held
 from services.quiz.announcements import emit, join_announcer
+from services.quiz.answer_cache import answer_cache
 from services.quiz.content import QuizContent, load_quiz, parse_id
 from services.quiz.errors import Conflict, Forbidden, Invalid, NotFound
 from services.quiz.join_codes import insert_session
@@ -259,6 +260,8 @@ async def advance(conn: Any, redis: Redis, caller: Caller, session_id: str) -> A
                 sid,
                 now,
             )
+    answer_cache.forget_session(sid)  # its answers are read again (the other process's
+    # memory of it is caught by the answers' guarded write)
     await cache_session(redis, row, quiz)
     if closed is not None:
         await emit("question_closed", closed, session_id)
