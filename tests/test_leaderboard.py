@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 import pytest
+from aiokafka import AIOKafkaConsumer
 
-from contracts import decode_top10
+from contracts import Top10, decode_top10
 from infra.stack import read_pids
 from services.board.ranking import read_snapshots
 from services.common.kafka import EventProducer, make_consumer
@@ -41,6 +42,21 @@ pytestmark = pytest.mark.stack
 async def board() -> AsyncIterator[Board]:
     async with open_board() as b:
         yield b
+
+
+async def next_top10(
+    consumer: AIOKafkaConsumer, session_id: str, version: int, timeout: float
+) -> Top10:
+    """The first TOP_10 record of ``session_id`` at ``version`` or newer the consumer reads."""
+    async with asyncio.timeout(timeout):
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for recs in batch.values():
+                for rec in recs:
+                    if rec.key == session_id.encode():
+                        top10 = decode_top10(rec.value)
+                        if top10.version >= version:
+                            return top10
 
 
 async def new_session(api: Api, board: Board, n: int) -> Session:
@@ -209,16 +225,7 @@ async def test_top10_records_and_malformed_score_changes(board: Board, api: Api)
             ],
         )
         version = await board.answer(s, s.user(1), 250)
-        found = None
-        async with asyncio.timeout(10):
-            while found is None:
-                batch = await consumer.getmany(timeout_ms=200)
-                for recs in batch.values():
-                    for rec in recs:
-                        if rec.key == s.id.encode():
-                            top10 = decode_top10(rec.value)
-                            if top10.version >= version:
-                                found = top10
+        found = await next_top10(consumer, s.id, version, 10)
         assert found.session_id == s.id and found.players == 2
         assert [(e.user_id, e.score) for e in found.entries] == await board.expected_top(s)
         assert found.entries[0].nickname == s.players[1]["user"]["nickname"]
@@ -297,15 +304,7 @@ async def test_a_renewed_kafka_client_keeps_the_leaderboard_going(
 
         assert await until(renewed, 30, interval=0.1), "the consumer did not renew its client"
         version = await board.answer(s, s.user(1), 250)
-        found = None
-        async with asyncio.timeout(15):
-            while found is None:
-                batch = await consumer.getmany(timeout_ms=200)
-                for recs in batch.values():
-                    for rec in recs:
-                        t = decode_top10(rec.value)
-                        if t.session_id == s.id and t.version >= version:
-                            found = t
+        found = await next_top10(consumer, s.id, version, 15)
         assert [e.score for e in found.entries][:1] == [250]
     finally:
         await consumer.stop()

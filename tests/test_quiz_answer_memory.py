@@ -16,7 +16,7 @@ import pytest
 
 from infra.stack import read_layout
 from tests.conftest import Api
-from tests.support.api import join
+from tests.support.api import answer, join, question
 from tests.support.game import Quiz
 from tests.support.stack import wait_until
 
@@ -42,21 +42,13 @@ def remembered(stack_dir: Path, name: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def answer(c: httpx.Client, player: dict, sid: str, qid: str, choice: int) -> httpx.Response:
-    return c.post(
-        f"/api/quiz/sessions/{sid}/answers",
-        headers=Api.auth(player),
-        json={"question_id": qid, "choice": choice},
-    )
-
-
 def next_question(c: httpx.Client, player: dict, sid: str) -> str:
-    r = c.get(f"/api/quiz/sessions/{sid}/question", headers=Api.auth(player))
+    r = question(c, player, sid)
     assert r.status_code == 200, r.text
     return r.json()["question_id"]
 
 
-def stored(http: httpx.Client, api: Api, sid: str, player: dict) -> int:
+def stored(http: httpx.Client, sid: str, player: dict) -> int:
     """The player's total on the board, as the leaderboard service reads it."""
     uid = player["user"]["id"]
     r = http.get(f"/api/leaderboard/sessions/{sid}/players/{uid}", headers=Api.auth(player))
@@ -87,7 +79,7 @@ def test_later_answers_of_a_player_skip_the_read(
     # The first answer of each player was read; the three after it were remembered.
     assert remembered(stack_dir, "quiz-1") - before >= 3 * len(players)
     for p in players:
-        assert stored(api.http, api, sid, p) == totals[p["user"]["id"]]
+        assert stored(api.http, sid, p) == totals[p["user"]["id"]]
 
 
 def test_a_player_who_answered_through_the_other_process_is_read_again(
@@ -112,7 +104,7 @@ def test_a_player_who_answered_through_the_other_process_is_read_again(
     last = replies[-1].json()
     assert last["score"] == sum(points)
     assert last["streak"] == 3  # three right answers in a row, counted from PostgreSQL
-    assert stored(api.http, api, sid, p) == sum(points)
+    assert stored(api.http, sid, p) == sum(points)
     # A repeat through quiz-1 of the answer quiz-2 took: the stored reply, byte for byte.
     again = answer(q1, p, sid, replies[1].json()["question_id"], 0)
     assert again.status_code == 200 and again.content == replies[1].content
@@ -147,7 +139,7 @@ def test_a_host_advancing_through_the_other_process_is_seen(
     assert late.status_code == 409, late.text
     # The board may have taken b's total before PostgreSQL refused it; it is rebuilt
     # (the session was marked dirty) and keeps only what was committed.
-    wait_until(lambda: stored(api.http, api, sid, b) == 0 or None, 10)
-    assert stored(api.http, api, sid, a) == second.json()["score"]
+    wait_until(lambda: stored(api.http, sid, b) == 0 or None, 10)
+    assert stored(api.http, sid, a) == second.json()["score"]
     time.sleep(0.5)
-    assert stored(api.http, api, sid, b) == 0
+    assert stored(api.http, sid, b) == 0

@@ -129,7 +129,6 @@ class LeaderboardConsumer:
         self.ticks: SessionTicks | None = None
         self.ledger = OffsetLedger()
         self.seq = 0
-        self.renewals = 0
         self.renew_requested = ""  # SIGUSR1: replace the Kafka client now (operators, tests)
         self.commit_interval_s = max(self.settings.leaderboard_commit_interval_ms, 0) / 1000
         self._committed_at = float("-inf")
@@ -289,7 +288,6 @@ class LeaderboardConsumer:
                 delay = min(delay * 2, BACKOFF_MAX_S)
         self.watch.reset()
         self._commit_timeouts = 0
-        self.renewals += 1
 
     async def _stop_consumer(self) -> None:
         try:

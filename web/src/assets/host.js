@@ -5,7 +5,7 @@
 import { Api, describeError } from "./api.js";
 import { Countdown, serverOffset } from "./clock.js";
 import { $, announce, busy, fmt, h, plural, setError, showView } from "./dom.js";
-import { Board, renderBoard, renderPodium } from "./leaderboard.js";
+import { Board, PlayerCount, renderBoard, renderPodium } from "./leaderboard.js";
 import { mountQuizEditor } from "./quiz-form.js";
 import { openRoom } from "./realtime.js";
 import { load, save } from "./store.js";
@@ -23,8 +23,7 @@ const QUIZZES_KEY = "host.quizzes";
  * @property {Countdown} countdown
  * @property {any} question the open question's event, null between questions
  * @property {number} index
- * @property {number} players
- * @property {number} playersVersion the board version `players` was read at (0: unknown)
+ * @property {PlayerCount} players
  * @property {ReturnType<typeof openRoom> | null} room
  * @property {ReturnType<typeof setTimeout> | null} [boardTimer] the pending HTTP read of the top 10
  * @property {number} [boardReadAt] when the last one was sent (ms)
@@ -247,8 +246,7 @@ async function enterSession(session) {
     countdown: new Countdown($(".countdown", root)),
     question: null,
     index: -1,
-    players: 0,
-    playersVersion: 0,
+    players: new PlayerCount(),
     room: /** @type {ReturnType<typeof openRoom> | null} */ (null),
   };
   showView("h-session");
@@ -355,17 +353,12 @@ function drawBoard() {
 }
 
 /**
- * Show the player count of the newest board version seen: events of several
- * processes can arrive out of order, and players never leave a session, so a count
- * without a version only ever raises it.
+ * Show the player count, if it is the newest (see PlayerCount).
  * @param {number} n
  * @param {number} [version]
  */
 function setPlayers(n, version = 0) {
-  if (typeof n !== "number") return;
-  if (version ? version < live.playersVersion : n < live.players) return;
-  if (version) live.playersVersion = version;
-  live.players = n;
+  if (!live.players.accept(n, version)) return;
   $("[data-h-players]", live.root).textContent = String(n);
   $("[data-h-players-word]", live.root).textContent = n === 1 ? "player" : "players";
 }

@@ -12,6 +12,32 @@ import { fmt, h, plural } from "./dom.js";
  * @typedef {{entries: Entry[], players?: number, version?: number, session_id?: string}} Snapshot
  */
 
+/**
+ * A session's player count as of the newest board version seen. Events of several
+ * quiz processes can arrive out of order, and players never leave a session, so a
+ * count without a version only ever raises it.
+ */
+export class PlayerCount {
+  constructor() {
+    this.n = 0;
+    this.version = 0;
+  }
+
+  /**
+   * Take `n` (read at board `version`, 0: unknown) if it is not older than the count held.
+   * @param {unknown} n
+   * @param {number} [version]
+   * @returns {boolean} whether it was taken
+   */
+  accept(n, version = 0) {
+    if (typeof n !== "number") return false;
+    if (version ? version < this.version : n < this.n) return false;
+    if (version) this.version = version;
+    this.n = n;
+    return true;
+  }
+}
+
 export class Board {
   constructor() {
     this.version = -1;

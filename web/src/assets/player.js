@@ -5,7 +5,7 @@
 import { Api, describeError } from "./api.js";
 import { Countdown, serverOffset } from "./clock.js";
 import { $, announce, busy, fmt, h, plural, setError, showView } from "./dom.js";
-import { Board, renderBoard, renderPodium } from "./leaderboard.js";
+import { Board, PlayerCount, renderBoard, renderPodium } from "./leaderboard.js";
 import { openRoom } from "./realtime.js";
 import { load, save } from "./store.js";
 
@@ -27,8 +27,7 @@ const MAX_KEPT_ANSWERS = 200;
  * @property {boolean} finished
  * @property {any} me this player's own rank and score, when known
  * @property {number} meSeq
- * @property {number} players the player count on screen
- * @property {number} playersVersion the board version it was read at (0: unknown)
+ * @property {PlayerCount} players the player count on screen
  * @property {ReturnType<typeof openRoom> | null} room
  */
 
@@ -210,8 +209,7 @@ async function enterGame(session) {
     finished: false,
     me: null,
     meSeq: 0,
-    players: 0,
-    playersVersion: 0,
+    players: new PlayerCount(),
     room: /** @type {ReturnType<typeof openRoom> | null} */ (null),
   };
   save(SESSION_KEY, session);
@@ -316,17 +314,12 @@ function onSessionEnded(ev) {
 }
 
 /**
- * Show the player count of the newest board version seen (as the host view does:
- * events of several processes can arrive out of order; a count without a version
- * only ever raises it).
+ * Show the player count, if it is the newest (see PlayerCount).
  * @param {number} n
  * @param {number} [version]
  */
 function setPlayers(n, version = 0) {
-  if (typeof n !== "number") return;
-  if (version ? version < game.playersVersion : n < game.players) return;
-  if (version) game.playersVersion = version;
-  game.players = n;
+  if (!game.players.accept(n, version)) return;
   $("[data-players]", game.root).textContent = `${plural(n, "player")} here.`;
   // Joins change the count before any leaderboard event says so.
   if (n > (game.board.snapshot?.players ?? 0)) $("[data-board-players]", game.root).textContent = `(${plural(n, "player")})`;
