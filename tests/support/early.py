@@ -4,8 +4,9 @@ marks itself ``@pytest.mark.early(job)``. The job starts as soon as the session'
 tests are collected; the test runs last and waits for the job's result, so the
 command's wall time overlaps every other test instead of adding to it. The test
 asserts exactly what it asserted when it ran the command itself. The cluster run
-(tests/test_cluster.py) is not one: a second stack beside the suite made the suite's
-timing-bound tests flaky on two cores."""
+(tests/test_cluster.py), heavier, is one at the lowest CPU priority (``nice -n 19``):
+at the same priority as the suite, its second stack made the suite's timing-bound
+tests flaky on two cores."""
 
 from __future__ import annotations
 
