@@ -13,11 +13,12 @@ import pytest
 
 from tests.support import early
 from tests.support.api import Api, next_loopback, unique
+from tests.support.browser import chromium, node  # the browser tests' fixtures
 from tests.support.stack import ROOT
 
 # The helpers live in tests/support/; these names stay importable from here for test
 # modules written before it.
-__all__ = ["ROOT", "Api", "next_loopback", "unique"]
+__all__ = ["ROOT", "Api", "chromium", "next_loopback", "node", "unique"]
 
 BASE_URL = os.environ.get("QUIZ_BASE_URL", "")
 
@@ -28,6 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "early(job): runs last, waiting for a job started beside the suite"
     )
+    # The phases of ./dev test (infra/stack/cli.py, PHASES); unmarked tests run in the
+    # parallel 'shared' phase.
+    config.addinivalue_line("markers", "alone: runs with no other test beside it, first")
+    config.addinivalue_line("markers", "last: runs alone after every other test")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

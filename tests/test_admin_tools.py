@@ -34,8 +34,12 @@ from infra import stack as st
 from services.common.settings import get_settings
 from tests.conftest import ROOT, Api
 from tests.support.api import answer, join
+from tests.support.browser import apt_install
 from tests.support.game import Quiz
-from tests.test_browser import _apt_install, chromium, node  # noqa: F401 (fixtures)
+
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it starts and stops redis-commander, and kaskade must see SCORE_CHANGE nearly empty.
+pytestmark = pytest.mark.alone
 
 SCENARIO = ROOT / "tests" / "browser" / "redis_commander.mjs"
 
@@ -79,7 +83,7 @@ def redis_commander(stack_dir: Path) -> Iterator[str]:
 def tmux() -> str:
     """The tmux binary, installed with apt-get when missing and possible."""
     if not shutil.which("tmux"):
-        why = _apt_install("tmux")
+        why = apt_install("tmux")
         if not shutil.which("tmux"):
             pytest.fail(
                 f"tmux is missing and could not be installed ({why}); `apt-get install tmux`"
@@ -185,8 +189,8 @@ def topic_row(screen: str, topic: str) -> list[str] | None:
 def test_redis_commander_lists_the_board_key_in_chromium(
     redis_commander: str,
     played: dict,
-    chromium: str,  # noqa: F811
-    node: str,  # noqa: F811
+    chromium: str,
+    node: str,
 ) -> None:
     key = f"lb:{{s:{played['session_id']}}}"
     env = {

@@ -13,8 +13,14 @@ import itertools
 import time
 from typing import Any
 
+import pytest
+
 from contracts import HopTrace, LeaderboardEntry, LeaderboardSnapshot
 from services.leaderboard.ticks import OffsetLedger, SessionTicks
+
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# its asserts are wall-clock tick intervals.
+pytestmark = pytest.mark.alone
 
 TICK = 0.03
 

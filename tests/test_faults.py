@@ -16,7 +16,9 @@ import pytest
 from tests.chaos.report import Runs, explain
 from tests.chaos.scenarios import ALL, Ctx
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it kills and restarts servers.
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.alone]
 
 RUNS = Runs(ALL)
 

@@ -26,6 +26,10 @@ import websocket
 
 from tests.support.api import unique
 
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it empties rate-limit buckets with bursts of hundreds of sockets, timed.
+pytestmark = pytest.mark.alone
+
 _addresses = itertools.count(1)
 
 

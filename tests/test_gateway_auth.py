@@ -43,6 +43,10 @@ from tests.conftest import Api
 from tests.support.tokens import claims, hostile_tokens, keyring, sign
 from tests.test_gateway import own_nginx
 
+# ./dev test runs this module in its 'last' phase (infra/stack/cli.py, PHASES):
+# it scans nginx's error log of the whole run, and times a pass's expiry.
+pytestmark = pytest.mark.last
+
 # --------------------------------------------------------------------------- the table
 
 

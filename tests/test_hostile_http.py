@@ -28,6 +28,12 @@ from services.quiz.app import app as quiz_app
 from tests.chaos.secrets import remember_tokens
 from tests.support.api import Api
 
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# schemathesis gives every API operation a test of the same node id,
+# which pytest-xdist would report once.
+pytestmark = pytest.mark.alone
+
+
 EXAMPLES = 15
 quiz_schema = schemathesis.openapi.from_dict(quiz_app.openapi_schema.to_schema())
 leaderboard_schema = schemathesis.openapi.from_dict(leaderboard_app.openapi_schema.to_schema())

@@ -26,7 +26,9 @@ from tests.chaos import rawhttp
 from tests.chaos.game import Game, Plan
 from tests.support.api import next_loopback
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it empties the shared 127.0.0.1 buckets and times the recovery.
+pytestmark = [pytest.mark.stack, pytest.mark.alone]
 
 
 @pytest_asyncio.fixture(scope="module")

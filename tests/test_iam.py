@@ -31,7 +31,9 @@ from services.common.web import create_app
 from tests.support.api import unique
 from tests.support.tokens import claims, keyring, sign_with
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'last' phase (infra/stack/cli.py, PHASES):
+# it scans the IAM log for every secret the run sent.
+pytestmark = [pytest.mark.stack, pytest.mark.last]
 
 PASSWORD = "correct horse 9"
 # Every password and token these tests send; the last test greps the IAM log for them.

@@ -28,6 +28,12 @@ schema.config.generation.update(
 _addresses = itertools.count()
 
 
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# schemathesis gives every API operation a test of the same node id,
+# which pytest-xdist would report once.
+pytestmark = pytest.mark.alone
+
+
 class _FromAddress(HTTPAdapter):
     """requests adapter whose connections leave from one source address."""
 

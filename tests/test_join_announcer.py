@@ -13,6 +13,10 @@ import pytest
 from contracts import SessionStateChanged
 from services.quiz import announcements
 
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# its asserts are wall-clock intervals.
+pytestmark = pytest.mark.alone
+
 
 class _NoBoard:
     async def zcard(self, key: str) -> int:

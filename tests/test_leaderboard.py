@@ -35,7 +35,9 @@ from tests.chaos.waiting import until
 from tests.support.api import Api
 from tests.support.game import Board, Session, open_board, score_change
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it signals the consumer and makes it rebuild every open board.
+pytestmark = [pytest.mark.stack, pytest.mark.alone]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,9 @@ from tests.support.api import Api, answer, join, question
 from tests.support.game import Quiz, score_changes
 from tests.support.stack import stack_cmd
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it kills and restarts Kafka.
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.alone]
 
 
 async def answer_ids(session_id: str) -> list[str]:

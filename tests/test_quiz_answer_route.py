@@ -29,6 +29,10 @@ from tests.conftest import Api
 from tests.support.api import join
 from tests.support.game import Quiz
 
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it counts a process-wide metric exactly.
+pytestmark = pytest.mark.alone
+
 PATH = "/api/quiz/sessions/{sid}/answers"
 
 

@@ -32,7 +32,9 @@ from tests.support.api import answer, join
 from tests.support.game import Quiz
 from tests.support.stack import wait_until
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it stalls and terminates the quiz services' PostgreSQL connections.
+pytestmark = [pytest.mark.stack, pytest.mark.alone]
 
 LIMIT_S = 30
 

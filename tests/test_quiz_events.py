@@ -15,7 +15,7 @@ import pytest
 import socketio
 
 from infra.stack import read_layout
-from tests.support.api import Api, unique
+from tests.support.api import Api, next_loopback, unique
 from tests.support.game import Quiz, questions
 
 pytestmark = pytest.mark.stack
@@ -51,7 +51,9 @@ class Watcher:
 
 
 async def test_live_room_events_and_deadline_close_once(base_url: str) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
+    # Its own source address: the sign-up and login limits count per address.
+    transport = httpx.AsyncHTTPTransport(local_address=next_loopback())
+    async with httpx.AsyncClient(base_url=base_url, timeout=20, transport=transport) as http:
         name, pw = unique("host"), "correct horse 9"
         assert (
             await http.post("/api/iam/users", json={"username": name, "password": pw})

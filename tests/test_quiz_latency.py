@@ -16,7 +16,9 @@ import pytest
 from tests.support.api import Api, answer, join, question
 from tests.support.game import Quiz
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it asserts a latency.
+pytestmark = [pytest.mark.stack, pytest.mark.alone]
 
 
 def percentiles(took_ms: list[float]) -> str:

@@ -16,7 +16,9 @@ from tests.support.api import Api, answer
 from tests.support.game import Quiz
 from tests.support.stack import stack_cmd, wait_until
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it stops PostgreSQL.
+pytestmark = [pytest.mark.stack, pytest.mark.alone]
 
 
 def stop_postgres(stack_dir: Path) -> None:

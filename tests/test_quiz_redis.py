@@ -17,7 +17,9 @@ from tests.support.api import Api, answer, join, question
 from tests.support.game import Quiz
 from tests.support.stack import stack_cmd, wait_until
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it kills and restarts Redis.
+pytestmark = [pytest.mark.stack, pytest.mark.alone]
 
 
 async def session_state_in_redis(session_id: str) -> bytes | str | None:

@@ -32,7 +32,9 @@ from tests.support.player import Player, latencies_ms
 from tests.support.stack import sio_ports, stack_cmd
 from tests.support.tokens import claims, keyring, sign_with
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
+# it kills and restarts the consumer.
+pytestmark = [pytest.mark.stack, pytest.mark.alone]
 
 TRANSPORTS = [["websocket"], ["polling"]]
 

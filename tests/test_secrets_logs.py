@@ -1,7 +1,7 @@
 """No password, access token, refresh token, password hash or private key appears
 in any log of the stack (stack_dir/logs: every service, nginx, the servers).
 
-This module runs late in the suite (alphabetically), so the logs hold the whole
+This module runs in the last phase of the suite (infra/stack/cli.py), so the logs hold the whole
 run's traffic; it adds its own flows that touch every secret path (wrong
 password, refresh reuse, tokens in the socket.io query string, forged tokens,
 invalid bodies carrying a password) and checks every secret the harness handled
@@ -21,9 +21,11 @@ import socketio
 
 from tests.chaos import rawhttp
 from tests.chaos.player import close_socket
-from tests.chaos.secrets import HANDLED, remember, remember_tokens, secrets_in_logs
+from tests.chaos.secrets import handled, remember, remember_tokens, secrets_in_logs
 
-pytestmark = pytest.mark.stack
+# ./dev test runs this module in its 'last' phase (infra/stack/cli.py, PHASES):
+# it scans every log the whole run wrote.
+pytestmark = [pytest.mark.stack, pytest.mark.last]
 
 
 async def _touch_every_secret_path(base_url: str) -> None:
@@ -83,7 +85,7 @@ async def test_no_secret_reaches_any_log(base_url: str, stack_dir: Path) -> None
     await _touch_every_secret_path(base_url)
     await asyncio.sleep(1)  # let every process flush its log lines
     assert sorted((stack_dir / "logs").glob("*.log")), "no logs found"
-    secrets = {s for s in HANDLED if len(s) >= 12} | set(_private_key_material(stack_dir))
+    secrets = {s for s in handled() if len(s) >= 12} | set(_private_key_material(stack_dir))
     assert len(secrets) >= 5, "the harness handled too few secrets for this check to mean much"
     found = secrets_in_logs(stack_dir, secrets)
     assert not found, "\n".join(found[:20])

@@ -21,9 +21,11 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from infra.stack.admin import ADMIN_NAME, admin_enabled, admin_url, kaskade_argv
 from infra.stack.engines import run_module
@@ -199,8 +201,7 @@ def cmd_test(pytest_args: list[str]) -> int:
         start_services(stack)
         start_nginx(stack)
         env = {**os.environ, **lay.service_env(), "QUIZ_STACK_DIR": str(run_dir)}
-        say("running pytest")
-        rc = subprocess.run([str(VENV_BIN / "pytest"), *pytest_args], cwd=ROOT, env=env).returncode
+        rc = run_pytest(pytest_args, env, run_dir)
     finally:
         # Reload: tests may have restarted processes (fault tests), so the pids
         # in stack.json are newer than the ones this process remembers.
@@ -210,6 +211,75 @@ def cmd_test(pytest_args: list[str]) -> int:
         else:
             say(f"logs kept in {run_dir}/logs")
     return rc
+
+
+# The whole suite runs in three phases on the one stack, each a pytest run:
+#   alone   the modules marked ``alone``: they stop, restart or overload servers, count
+#           process-wide metrics exactly or time themselves, so they run one test at a
+#           time with no other test beside them. The ``early`` jobs (the cluster run, at
+#           the lowest CPU priority, and the web client's lint) run beside this phase.
+#   shared  every other test, in PARALLEL_WORKERS pytest-xdist workers, a module each.
+#   last    the modules marked ``last``, one at a time: they scan the logs the whole run
+#           wrote (a secret or an error from any phase fails them).
+# One test at a time, the suite leaves half of the two cores idle (it mostly waits for
+# the servers and for game timers); the shared phase overlaps that waiting.
+PARALLEL_WORKERS = 2
+PHASES = (
+    ("alone", ["-m", "(alone or early) and not last"]),
+    (
+        "shared",
+        ["-m", "not (alone or early or last)", "-n", str(PARALLEL_WORKERS), "--dist", "loadfile"],
+    ),
+    ("last", ["-m", "last"]),
+)
+NO_TESTS = 5  # pytest's exit code when a selection matched no test
+
+
+def run_pytest(args: list[str], env: dict[str, str], run_dir: Path) -> int:
+    """pytest over the stack: with test paths, ``-k`` or ``-m`` in ``args``, one run as
+    asked; otherwise the whole suite in its PHASES (every phase runs; the result is the
+    first failure's exit code), then one line per phase and the totals."""
+    pytest = str(VENV_BIN / "pytest")
+    if any(a in ("-k", "-m") or a.startswith(("tests", "-k", "-m")) for a in args):
+        say("running pytest")
+        return subprocess.run([pytest, *args], cwd=ROOT, env=env).returncode
+    rcs: list[int] = []
+    lines: list[str] = []
+    totals: dict[str, int] = {}
+    for name, select in PHASES:
+        say(f"running pytest, phase {name} ({' '.join(select)})")
+        t0 = time.monotonic()
+        junit = run_dir / f"junit-{name}.xml"
+        rc = subprocess.run([pytest, *select, f"--junitxml={junit}", *args], cwd=ROOT, env=env)
+        rcs.append(0 if rc.returncode == NO_TESTS else rc.returncode)
+        counts = junit_counts(junit)
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + v
+        verdict = "ok" if rcs[-1] == 0 else f"FAILED (exit {rc.returncode})"
+        tests = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        lines.append(f"  {name:7} {verdict:16} {time.monotonic() - t0:5.0f} s   {tests}")
+    say("test phases:\n" + "\n".join(lines))
+    say("all phases: " + ", ".join(f"{v} {k}" for k, v in totals.items() if v))
+    return next((rc for rc in rcs if rc), 0)
+
+
+def junit_counts(path: Path) -> dict[str, int]:
+    """passed / failed / errors / skipped in a pytest JUnit XML report. (Counted from
+    the report, not pytest-xdist's summary line: that one counts the tests that share
+    a node id, schemathesis' one per API operation, once.)"""
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    if not path.exists():
+        return counts
+    for case in ElementTree.parse(path).iter("testcase"):
+        kinds = {child.tag for child in case}
+        kind = (
+            "failed" if "failure" in kinds
+            else "errors" if "error" in kinds
+            else "skipped" if "skipped" in kinds
+            else "passed"
+        )  # fmt: skip
+        counts[kind] += 1
+    return counts
 
 
 def remove_run_dir(run_dir: Path) -> None:

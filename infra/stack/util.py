@@ -3,6 +3,8 @@ ports, pids and waiting for a server to come up."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import socket
 import sys
@@ -39,10 +41,32 @@ def die(msg: str) -> NoReturn:
     raise SystemExit(1)
 
 
+# Ports handed out by free_port, per owner pid, for every stack of this checkout: a
+# test stack (and the cluster run beside it) takes its ports when it starts, but some
+# servers listen only later (Redis Commander, a server a fault test restarts), and
+# another stack must not take such a port meanwhile.
+PORTS_FILE = ROOT / ".run" / "ports.json"
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port nothing listens on and no live stack of this checkout has taken."""
+    PORTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(PORTS_FILE.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            taken: dict[str, list[int]] = json.loads(PORTS_FILE.read_text())
+        except (OSError, ValueError):
+            taken = {}
+        taken = {pid: ports for pid, ports in taken.items() if pid_alive(int(pid))}
+        reserved = {p for ports in taken.values() for p in ports}
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port: int = s.getsockname()[1]
+            if port not in reserved:
+                break
+        taken.setdefault(str(os.getpid()), []).append(port)
+        PORTS_FILE.write_text(json.dumps(taken))
         return port
 
 

@@ -5,11 +5,15 @@ fault scenario for its own players' tokens)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 HANDLED: set[str] = set()
+# ``./dev test`` runs the suite in several pytest processes (infra/stack/cli.py,
+# PHASES); each also notes its secrets here, so a scan sees every process's.
+_SHARED_FILE = "handled-secrets"
 
 JWT = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,}")
 SHAPES = {
@@ -23,7 +27,22 @@ SHAPES = {
 
 def remember(*values: str) -> None:
     """Note secrets the test process sent or received."""
-    HANDLED.update(v for v in values if v and len(v) >= 8)
+    new = {v for v in values if v and len(v) >= 8} - HANDLED
+    HANDLED.update(new)
+    stack_dir = os.environ.get("QUIZ_STACK_DIR")
+    if new and stack_dir:
+        with open(Path(stack_dir) / _SHARED_FILE, "a") as f:
+            f.write("".join(f"{v}\n" for v in new if "\n" not in v))
+
+
+def handled() -> set[str]:
+    """Every secret this pytest process, and every earlier or parallel one of the same
+    test run, handled."""
+    stack_dir = os.environ.get("QUIZ_STACK_DIR")
+    path = Path(stack_dir) / _SHARED_FILE if stack_dir else None
+    if path is None or not path.exists():
+        return set(HANDLED)
+    return HANDLED | set(path.read_text().splitlines())
 
 
 def remember_tokens(tokens: dict) -> None:

@@ -11,11 +11,14 @@ import httpx
 PASSWORD = "correct horse 9"
 
 _loopback = itertools.count(int.from_bytes(os.urandom(2), "big"))
+# pytest-xdist workers (./dev test's parallel phase) take disjoint addresses.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 
 
 def next_loopback() -> str:
     """A fresh source address in 127.0.64.0/18 (Linux routes all of 127/8 to lo)."""
-    n = next(_loopback) % (64 * 254)
+    n = (next(_loopback) * _WORKERS + _WORKER) % (64 * 254)
     return f"127.0.{64 + n // 254}.{n % 254 + 1}"
 
 
