@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from contracts import RoomLeaderboard
-from services.common.rooms import get_emitter
+from services.common.rooms import RoomEmitter, get_emitter
+from services.common.settings import get_settings
 from tests.conftest import Api
 from tests.support.game import Board, open_board
 from tests.support.player import Player
@@ -72,3 +74,31 @@ async def test_back_to_back_room_events_reach_every_transport_on_both_processes_
             assert got == list(range(n)), f"{name}: {len(got)} of {n}; all: {summary}"
     finally:
         await asyncio.gather(*(c.close() for c in [*clients, leaver]), return_exceptions=True)
+
+
+async def test_an_emitter_used_from_a_second_event_loop_publishes_each_event_once() -> None:
+    """A process that runs several event loops (the test workers do) uses the one room
+    emitter from each: every emit reaches the socket.io channel exactly once. (With the
+    first loop's Redis connection the publish went out, its reply could not be read,
+    and the manager's retry published the event again.)"""
+    settings = get_settings()
+    listener = Redis.from_url(settings.redis_url)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(settings.sio_channel)
+    emitter = RoomEmitter()
+    room = f"loops-{uuid.uuid4().hex}"
+    event = RoomLeaderboard(session_id=room, version=1, players=0, entries=[])
+    try:
+        # The first emit from a loop of its own, in a thread, as a second test loop does.
+        await asyncio.to_thread(asyncio.run, emitter.emit("leaderboard", event, room))
+        await emitter.emit("leaderboard", event, room)  # then from this loop
+        seen = 0
+        deadline = asyncio.get_running_loop().time() + 3
+        while asyncio.get_running_loop().time() < deadline:
+            msg = await pubsub.get_message(timeout=0.2)
+            if msg is not None and room.encode() in msg["data"]:
+                seen += 1
+        assert seen == 2
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()

@@ -32,9 +32,7 @@ from tests.support.player import Player, latencies_ms
 from tests.support.stack import sio_ports, stack_cmd
 from tests.support.tokens import claims, keyring, sign_with
 
-# ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
-# it kills and restarts the consumer.
-pytestmark = [pytest.mark.stack, pytest.mark.alone]
+pytestmark = pytest.mark.stack
 
 TRANSPORTS = [["websocket"], ["polling"]]
 
@@ -335,6 +333,9 @@ async def test_reconnecting_with_the_same_token_rejoins_without_a_new_player(
 # --------------------------------------------------------------------------- faults
 
 
+# ./dev test runs this test in its 'alone' phase (infra/stack/cli.py, PHASES): it kills
+# and restarts the consumer. The module's other tests run in the shared phase.
+@pytest.mark.alone
 async def test_consumer_killed_mid_stream_still_ends_on_the_right_board(
     api: Api,
     pg: asyncpg.Pool,
