@@ -205,19 +205,18 @@ async def score_batch(conn: Any, redis: Redis, answers: list[Answer]) -> list[Ou
     to_read: list[int] = []
     for k, a in enumerate(answers):
         row = answer_cache.row(a.session_id, a.caller.user_id, a.data.question_id)
-        checked: bytes | _Plan | None = None
         if row is not None:
             try:
                 checked = await _check(conn, k, a, row, quizzes)
             except QuizError:
                 checked = None  # a refusal is never given from memory: read it
-        if isinstance(checked, _Plan) and row is not None:
-            checked.remembered = True
-            checked.seen_state, checked.seen_current = row["state"], row["current_index"]
-            checked.seen_deadline = row["deadline_ms"]
-            plans.append(checked)
-        else:
-            to_read.append(k)
+            if isinstance(checked, _Plan):
+                checked.remembered = True
+                checked.seen_state, checked.seen_current = row["state"], row["current_index"]
+                checked.seen_deadline = row["deadline_ms"]
+                plans.append(checked)
+                continue
+        to_read.append(k)
     if to_read:
         rows = await conn.fetch(
             _READ,
