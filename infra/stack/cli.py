@@ -21,13 +21,20 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from infra.stack.admin import ADMIN_NAME, admin_enabled, admin_url, kaskade_argv
+from infra.stack.admin import (
+    ADMIN_NAME,
+    admin_enabled,
+    admin_node_modules,
+    admin_url,
+    kaskade_argv,
+)
 from infra.stack.engines import run_module
 from infra.stack.layout import Layout, read_state
 from infra.stack.nginx import COMPOSE_NGINX, compose_nginx_text, render_nginx
@@ -194,6 +201,11 @@ def cmd_test(pytest_args: list[str]) -> int:
     stack = Stack(lay)
     say(f"test stack in {run_dir} (nginx on {lay.http_port})")
     prune_test_runs()
+    # Redis Commander's npm packages (infra/admin, `npm ci` on a fresh clone: half a
+    # minute) install beside the stack's start and the first tests; the admin tools'
+    # test, which starts it, waits for them on the install's file lock.
+    admin = threading.Thread(target=prepare_admin, name="admin-npm-ci", daemon=True)
+    admin.start()
     rc = 1
     try:
         web = build_web if (ROOT / "web" / "build.sh").exists() else lambda: None
@@ -203,6 +215,7 @@ def cmd_test(pytest_args: list[str]) -> int:
         env = {**os.environ, **lay.service_env(), "QUIZ_STACK_DIR": str(run_dir)}
         rc = run_pytest(pytest_args, env, run_dir)
     finally:
+        admin.join(timeout=120)
         # Reload: tests may have restarted processes (fault tests), so the pids
         # in stack.json are newer than the ones this process remembers.
         cmd_down(Stack.load(run_dir) or stack)
@@ -211,6 +224,14 @@ def cmd_test(pytest_args: list[str]) -> int:
         else:
             say(f"logs kept in {run_dir}/logs")
     return rc
+
+
+def prepare_admin() -> None:
+    """Install Redis Commander's packages now when the stack has it (see cmd_test)."""
+    if admin_enabled():
+        why = admin_node_modules()
+        if why:
+            say(f"redis-commander: {why}")
 
 
 # The whole suite runs in three phases on the one stack, each a pytest run:

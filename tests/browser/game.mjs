@@ -280,6 +280,11 @@ async function main() {
     await host.locator("#h-closed", { hasText: `Answers to question ${LIVE.length}` }).waitFor();
     const dist = await host.$$eval("#h-closed [data-distribution] .n", (els) => els.map((e) => Number(e.textContent)));
     check(JSON.stringify(dist) === JSON.stringify([0, 0, 2, 0]), `last distribution on the host: ${dist}`);
+    // Each bar's length is its share of the answers (set through the CSSOM: the page's CSP refuses style attributes).
+    const shares = await host.$$eval("#h-closed [data-distribution] li", (els) =>
+      els.map((e) => Number(getComputedStyle(e).getPropertyValue("--share").trim())),
+    );
+    check(JSON.stringify(shares) === JSON.stringify([0, 0, 1, 0]), `distribution bar shares on the host: ${shares}`);
     await shot(players.cy, "player-closed.png");
     await shot(host, "host-closed.png");
     step("last question closed by its deadline");
@@ -360,6 +365,8 @@ async function main() {
     summary.console_errors = pages.flatMap((p) => p.consoleErrors).filter((e) => !/status of 409/.test(e));
     const thrown = pages.flatMap((p) => p.pageErrors);
     check(!thrown.length, `uncaught errors in pages:\n${thrown.join("\n")}`);
+    const refused = summary.console_errors.filter((e) => /Content Security Policy/i.test(e));
+    check(!refused.length, `the page's CSP refused something:\n${refused.join("\n")}`);
     summary.total_ms = Date.now() - t0;
     console.log(JSON.stringify(summary));
   } catch (err) {

@@ -458,13 +458,16 @@ function onQuestionClosed(ev) {
     ...choices.map((/** @type {string} */ text, /** @type {number} */ i) => {
       const n = ev.distribution[i] || 0;
       const right = i === ev.answer;
-      return h(
+      const li = h(
         "li",
-        { class: `dist c${i} ${right ? "correct" : ""}`.trim(), style: `--share:${total ? n / total : 0}` },
+        { class: `dist c${i} ${right ? "correct" : ""}`.trim() },
         h("span", { class: "label" }, text, right ? h("span", { class: "tick" }, " ✓ right answer") : null),
         h("span", { class: "bar", "aria-hidden": "true" }, h("span")),
         h("span", { class: "n" }, `${fmt(n)}`),
       );
+      // Through the CSSOM: a style attribute would be refused by the page's CSP (style-src 'self').
+      li.style.setProperty("--share", String(total ? n / total : 0));
+      return li;
     }),
   );
   panel.hidden = false;
