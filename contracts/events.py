@@ -52,6 +52,11 @@ class ScoreChange(Struct, frozen=True, kw_only=True):
     # transaction committed, and when the outbox relay handed the record to Kafka.
     committed_ms: int = 0
     produced_ms: int = 0
+    # The player's rank on the board right after this answer's write (0 = not known:
+    # the board was not written, or results are held). Totals only grow, so an answer
+    # ranked below 10 leaves the top 10 as it was: the consumer need not read the
+    # board for it at once.
+    rank: int = 0
 
 
 class Top10(Struct, frozen=True, kw_only=True):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from contracts import HopTrace, LeaderboardEntry, LeaderboardSnapshot
-from services.leaderboard.ticks import OffsetLedger, SessionTicks
+from services.leaderboard.ticks import Change, OffsetLedger, SessionTicks
 
 # ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
 # its asserts are wall-clock tick intervals.
@@ -135,6 +135,67 @@ async def test_a_held_snapshot_goes_out_within_hold_s_while_answers_keep_coming(
     await settle(t)
     assert b.versions("s")[-1] == b.state["s"].version
     await t.stop()
+
+
+async def test_a_top_10_change_is_read_at_once_not_at_the_next_read_tick() -> None:
+    b = Boards()
+    t = SessionTicks(b.read, b.send, lambda sid, seq: None, tick_s=0.3, hold_s=10, settle_s=10)
+    b.change("s", [("a", 5)])
+    t.mark("s", 1, change=Change.TOP)
+    await settle(t)
+    await asyncio.sleep(0.35)  # a tick since that broadcast
+    b.change("s", [("a", 5)], players=30)  # the board read by an UNKNOWN mark: unchanged
+    t.mark("s", 2)
+    await asyncio.sleep(0.05)
+    assert (b.reads, b.versions("s")) == (2, [1]), "read, unchanged, held"
+    b.change("s", [("b", 9), ("a", 5)])  # an answer ranked 1st
+    marked = time.monotonic()
+    t.mark("s", 3, change=Change.TOP)
+    while b.versions("s") != [1, 3]:
+        assert time.monotonic() - marked < 0.2, "waited for the read tick (0.3 s)"
+        await asyncio.sleep(0.005)
+    await t.stop()
+
+
+async def test_answers_below_the_top_10_are_not_read_until_their_hold_ends() -> None:
+    b = Boards()
+    t = ticks(b, hold_s=10.0)
+    b.change("s", [("a", 5)])
+    t.mark("s", 1, change=Change.TOP)
+    await settle(t)
+    reads = b.reads
+    for i in range(5):
+        b.change("s", [("a", 5)], players=30 + i)
+        t.mark("s", 2 + i, change=Change.BELOW)
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(TICK)
+    assert b.reads == reads and b.versions("s") == [1], "no read, no broadcast yet"
+    await settle(t)  # quiet for settle_s: one read, and the newest snapshot goes out
+    assert b.reads == reads + 1 and b.versions("s") == [1, 6]
+    await t.stop()
+
+
+async def test_an_answer_below_the_top_10_during_a_broadcast_still_gets_its_snapshot() -> None:
+    b = Boards()
+    t = ticks(b, hold_s=10.0)
+    b.slow["s"] = 0.1  # the broadcast takes a while
+    b.change("s", [("a", 5)])
+    t.mark("s", 1, change=Change.TOP)
+    await asyncio.sleep(0.03)  # read done, sending
+    b.change("s", [("a", 5)], players=40)  # written after that read
+    t.mark("s", 2, change=Change.BELOW)
+    await settle(t)
+    assert b.versions("s") == [1, 2], "the final snapshot is never dropped"
+    await t.stop()
+
+
+def test_a_batchs_change_is_top_if_any_answer_is_unknown_if_any_is_below_otherwise() -> None:
+    assert [Change.of(r) for r in (0, 1, 10, 11)] == [
+        Change.UNKNOWN, Change.TOP, Change.TOP, Change.BELOW,
+    ]  # fmt: skip
+    assert Change.BELOW | Change.TOP is Change.TOP
+    assert Change.BELOW | Change.UNKNOWN is Change.UNKNOWN
+    assert Change.BELOW | Change.BELOW is Change.BELOW
 
 
 async def test_sessions_do_not_wait_behind_a_slow_one() -> None:

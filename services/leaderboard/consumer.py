@@ -55,7 +55,7 @@ from services.common.rooms import get_emitter
 from services.common.settings import get_settings
 from services.leaderboard.liveness import FetchWatch
 from services.leaderboard.publish import SnapshotPublisher
-from services.leaderboard.ticks import OffsetLedger, SessionTicks
+from services.leaderboard.ticks import Change, OffsetLedger, SessionTicks
 
 log = logging.getLogger("quizrt.leaderboard.consumer")
 
@@ -87,12 +87,13 @@ LOG_APPEND_TIME = 1  # aiokafka's timestamp_type of a broker-stamped record
 MAX_OUTSTANDING_BATCHES = 500  # stop fetching while this many await their snapshots
 
 
-def newest_traces(records: list, read_ms: int) -> dict[str, HopTrace]:
-    """The hop trace of each session's newest answer in a batch of SCORE_CHANGE records.
+def newest_traces(records: list, read_ms: int) -> dict[str, tuple[HopTrace, Change]]:
+    """The hop trace of each session's newest answer in a batch of SCORE_CHANGE records,
+    and what the batch's answers did to the session's top 10 (``Change``, by rank).
 
     Malformed records are logged and skipped (a bad record must never stop the loop).
     """
-    out: dict[str, HopTrace] = {}
+    out: dict[str, tuple[HopTrace, Change]] = {}
     for rec in records:
         try:
             event = decode_score_change(rec.value)
@@ -108,15 +109,21 @@ def newest_traces(records: list, read_ms: int) -> dict[str, HopTrace]:
             continue
         acked = rec.timestamp if rec.timestamp_type == LOG_APPEND_TIME else 0
         metrics.observe_ms("ack_read", acked or event.produced_ms, read_ms)
+        change = Change.of(event.rank)
         seen = out.get(event.session_id)
-        if seen is None or event.answered_ms >= seen.arrived_ms:
-            out[event.session_id] = HopTrace(
+        if seen is not None:
+            change = change | seen[1]
+        if seen is None or event.answered_ms >= seen[0].arrived_ms:
+            trace = HopTrace(
                 arrived_ms=event.answered_ms,
                 committed_ms=event.committed_ms,
                 produced_ms=event.produced_ms,
                 acked_ms=acked,
                 read_ms=read_ms,
             )
+        else:
+            trace = seen[0]
+        out[event.session_id] = (trace, change)
     return out
 
 
@@ -223,8 +230,8 @@ class LeaderboardConsumer:
                 self.ledger.add(
                     self.seq, {tp: recs[-1].offset + 1 for tp, recs in batch.items()}, set(traces)
                 )
-                for sid, trace in traces.items():
-                    self.ticks.mark(sid, self.seq, trace)
+                for sid, (trace, change) in traces.items():
+                    self.ticks.mark(sid, self.seq, trace, change)
             await self._commit_ready()
         await self._commit_ready(force=True)  # stopping: what is ready, at once
 

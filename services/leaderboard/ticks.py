@@ -7,7 +7,16 @@ equals the last one broadcast is held, not sent (its player count and version ri
 with the next one); a held snapshot is sent anyway once the session has been quiet
 for ``settle_s`` (2 ticks) or held for ``hold_s`` (5 ticks), so a session's final
 snapshot always goes out and an answer outside the top 10 is on every client within
-a few ticks. The global deliveries budget is only an overload guard: when the sessions that
+a few ticks.
+
+What changed is told by each mark (``Change``, from the board rank SCORE_CHANGE
+carries): an answer ranked in the top 10 (``TOP``) is read at once, its broadcast
+waiting only for the session's tick since the last one; answers ranked below 10 only
+(``BELOW``: totals only grow, so the top 10 is as it was) are not read until their
+hold ends; anything else (``UNKNOWN``: a rebuild, an answer the board did not rank)
+is read at most once per tick and compared with what was sent.
+
+The global deliveries budget is only an overload guard: when the sessions that
 broadcast in the last second would together exceed it at one broadcast per tick,
 every session's tick is stretched by the same factor.
 
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections import deque
@@ -40,9 +50,29 @@ _LOAD_WINDOW_S = 1.0
 _STATES_MAX = 100_000
 
 
+class Change(enum.Enum):
+    """What a mark says of the session's top 10."""
+
+    UNKNOWN = 0  # read the board to know (a rebuild, an answer without a board rank)
+    TOP = 1  # an answer ranked in the top 10: the top 10 changed
+    BELOW = 2  # only answers ranked below 10: the top 10 is as it was
+
+    @staticmethod
+    def of(rank: int) -> Change:
+        """The change one answer's board rank (0 = not known) makes."""
+        return Change.UNKNOWN if rank <= 0 else Change.TOP if rank <= 10 else Change.BELOW
+
+    def __or__(self, other: Change) -> Change:  # two answers' changes, together
+        if Change.TOP in (self, other):
+            return Change.TOP
+        return Change.UNKNOWN if Change.UNKNOWN in (self, other) else Change.BELOW
+
+
 @dataclass
 class _Session:
-    dirty: bool = False
+    dirty: bool = False  # to read: the top 10 may have changed
+    urgent: bool = False  # to read at once: the top 10 changed (a TOP mark)
+    below: bool = False  # a BELOW mark since the last read began: a snapshot is owed
     seq: int = 0  # newest batch this session was marked in
     marked_at: float = 0.0
     trace: HopTrace | None = None
@@ -85,14 +115,27 @@ class SessionTicks:
 
     # ---- input
 
-    def mark(self, sid: str, seq: int = 0, trace: HopTrace | None = None) -> None:
+    def mark(
+        self,
+        sid: str,
+        seq: int = 0,
+        trace: HopTrace | None = None,
+        change: Change = Change.UNKNOWN,
+    ) -> None:
         """The session changed (in batch ``seq``; 0: outside any batch, e.g. a rebuild)."""
         st = self.sessions.get(sid)
         if st is None:
             if len(self.sessions) > _STATES_MAX:
                 self._forget_idle()
             st = self.sessions[sid] = _Session()
-        st.dirty = True
+        if change is Change.BELOW:
+            st.below = True
+            if st.held_since is None and not st.dirty:
+                st.held_since = self.clock()
+                self.held += 1
+        else:
+            st.dirty = True
+            st.urgent = st.urgent or change is Change.TOP
         st.seq = max(st.seq, seq)
         st.marked_at = self.clock()
         if trace is not None and (st.trace is None or trace.arrived_ms >= st.trace.arrived_ms):
@@ -134,11 +177,19 @@ class SessionTicks:
     async def _run(self, sid: str, st: _Session) -> None:
         backoff = BACKOFF_MIN_S
         while True:
-            # At most one broadcast per (stretched) tick and one read per tick, also
-            # while a snapshot is held.
-            wait = max(st.sent_at + self.tick(), st.read_at + self.tick_s) - self.clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # At most one broadcast per (stretched) tick and, unless the top 10 changed,
+            # one read per tick, also while a snapshot is held. A mark meanwhile wakes
+            # the wait (a TOP mark may shorten it).
+            while True:
+                due = st.sent_at + self.tick()
+                if not st.urgent:
+                    due = max(due, st.read_at + self.tick_s)
+                wait = due - self.clock()
+                if wait <= 0:
+                    break
+                st.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(st.wake.wait(), wait)
             if not st.dirty:
                 if st.held_since is None:
                     return  # nothing owed: the next mark starts a new task
@@ -149,12 +200,12 @@ class SessionTicks:
                         await asyncio.wait_for(st.wake.wait(), due)
                     continue
             seq, trace = st.seq, st.trace
-            st.dirty = False
+            st.dirty = st.urgent = st.below = False
             st.read_at = self.clock()
             try:
                 snap = await self.read(sid)
                 if snap is None or snap.version <= st.sent_version:
-                    st.held_since = None
+                    st.held_since = self._owed() if st.below else None
                     self.covered(sid, seq)
                     continue
                 unchanged = st.sent_entries is not None and snap.entries == st.sent_entries
@@ -172,6 +223,7 @@ class SessionTicks:
                     sid, type(e).__name__, e, backoff,
                 )  # fmt: skip
                 st.dirty = True
+                st.urgent = False  # a retry waits its backoff and the read tick
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
@@ -180,10 +232,16 @@ class SessionTicks:
                 st.trace = None
             st.sent_version, st.sent_entries = snap.version, snap.entries
             st.sent_at = self.clock()
-            st.held_since = None
+            # A BELOW mark that came during this read may be newer than what was sent.
+            st.held_since = self._owed() if st.below else None
             self._recent[sid] = (snap.players, st.sent_at)
             self.broadcasts += 1
             self.covered(sid, seq)
+
+    def _owed(self) -> float:
+        """A hold that starts now (a snapshot is owed for a BELOW mark)."""
+        self.held += 1
+        return self.clock()
 
     def _forget_idle(self) -> None:
         for sid in [s for s, st in self.sessions.items() if st.task is None or st.task.done()]:

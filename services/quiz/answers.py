@@ -399,6 +399,7 @@ def _reply_and_event(p: _Plan) -> tuple[bytes, bytes]:
             points=p.points,
             total=p.total,
             answered_ms=p.answer.now,
+            rank=p.rank if p.version else 0,  # a board rank only (not PostgreSQL's)
         )
     )
     return body, event
