@@ -112,17 +112,17 @@ def newest_traces(records: list, read_ms: int) -> dict[str, tuple[HopTrace, Chan
         change = Change.of(event.rank)
         seen = out.get(event.session_id)
         if seen is not None:
-            change = change | seen[1]
-        if seen is None or event.answered_ms >= seen[0].arrived_ms:
-            trace = HopTrace(
-                arrived_ms=event.answered_ms,
-                committed_ms=event.committed_ms,
-                produced_ms=event.produced_ms,
-                acked_ms=acked,
-                read_ms=read_ms,
-            )
-        else:
-            trace = seen[0]
+            change |= seen[1]
+            if event.answered_ms < seen[0].arrived_ms:  # an older answer: the trace stays
+                out[event.session_id] = (seen[0], change)
+                continue
+        trace = HopTrace(
+            arrived_ms=event.answered_ms,
+            committed_ms=event.committed_ms,
+            produced_ms=event.produced_ms,
+            acked_ms=acked,
+            read_ms=read_ms,
+        )
         out[event.session_id] = (trace, change)
     return out
 

@@ -131,8 +131,7 @@ class SessionTicks:
         if change is Change.BELOW:
             st.below = True
             if st.held_since is None and not st.dirty:
-                st.held_since = self.clock()
-                self.held += 1
+                st.held_since = self._hold()
         else:
             st.dirty = True
             st.urgent = st.urgent or change is Change.TOP
@@ -187,17 +186,13 @@ class SessionTicks:
                 wait = due - self.clock()
                 if wait <= 0:
                     break
-                st.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(st.wake.wait(), wait)
+                await _until_marked(st, wait)
             if not st.dirty:
                 if st.held_since is None:
                     return  # nothing owed: the next mark starts a new task
                 due = self._flush_at(st) - self.clock()
                 if due > 0:
-                    st.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(st.wake.wait(), due)
+                    await _until_marked(st, due)
                     continue
             seq, trace = st.seq, st.trace
             st.dirty = st.urgent = st.below = False
@@ -205,14 +200,13 @@ class SessionTicks:
             try:
                 snap = await self.read(sid)
                 if snap is None or snap.version <= st.sent_version:
-                    st.held_since = self._owed() if st.below else None
+                    st.held_since = self._hold() if st.below else None
                     self.covered(sid, seq)
                     continue
                 unchanged = st.sent_entries is not None and snap.entries == st.sent_entries
                 if unchanged and (st.held_since is None or self.clock() < self._flush_at(st)):
                     if st.held_since is None:
-                        st.held_since = self.clock()
-                        self.held += 1
+                        st.held_since = self._hold()
                     continue
                 await self.send(snap, trace)
             except asyncio.CancelledError:
@@ -233,13 +227,13 @@ class SessionTicks:
             st.sent_version, st.sent_entries = snap.version, snap.entries
             st.sent_at = self.clock()
             # A BELOW mark that came during this read may be newer than what was sent.
-            st.held_since = self._owed() if st.below else None
+            st.held_since = self._hold() if st.below else None
             self._recent[sid] = (snap.players, st.sent_at)
             self.broadcasts += 1
             self.covered(sid, seq)
 
-    def _owed(self) -> float:
-        """A hold that starts now (a snapshot is owed for a BELOW mark)."""
+    def _hold(self) -> float:
+        """A hold that starts now: its start, counted in ``held``."""
         self.held += 1
         return self.clock()
 
@@ -247,6 +241,13 @@ class SessionTicks:
         for sid in [s for s, st in self.sessions.items() if st.task is None or st.task.done()]:
             if not self.sessions[sid].dirty and self.sessions[sid].held_since is None:
                 del self.sessions[sid]
+
+
+async def _until_marked(st: _Session, timeout: float) -> None:
+    """Wait ``timeout`` seconds, or less when the session is marked meanwhile."""
+    st.wake.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(st.wake.wait(), timeout)
 
 
 @dataclass
