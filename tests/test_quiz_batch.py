@@ -20,11 +20,13 @@ from redis.asyncio import Redis
 from contracts import AnswerIn
 from infra.stack import read_layout
 from services.board import ranking
+from services.board.rebuild import rebuild_board
+from services.common import db
 from services.common.auth import Caller
 from services.common.clock import now_ms
 from services.common.redis import board_key, board_version_key
 from services.common.settings import get_settings
-from services.quiz.answers import Answer, Outcome, score_batch
+from services.quiz.answers import Answer, Outcome, Retry, score_batch
 from services.quiz.errors import QuizError
 from services.quiz.sessions import GRACE_MS
 from tests.conftest import Api
@@ -322,3 +324,65 @@ def test_postgres_failing_mid_batch_writes_nothing_and_every_client_can_retry(
     for p, r in zip(players, retried, strict=True):
         mine = by_user[p["user"]["id"]]
         assert len(mine["answers"]) == 1 and mine["score"] == r.json()["score"] > 0
+
+
+# --------------------------------------------------------------------------- a rebuild meanwhile
+
+
+async def _rebuild_between_board_write_and_commit(
+    quiz: Quiz, sid: str, players: list[dict]
+) -> None:
+    """One answer's batch, with a rebuild of its board (from PostgreSQL, which does
+    not hold the answer yet) right after the batch's board write; then the batch the
+    answer was put back into."""
+    s = get_settings()
+    await db.open_pool()
+    conn = await asyncpg.connect(s.database_url)
+    redis = Redis.from_url(s.redis_url)
+    write_scores = ranking.write_scores
+
+    async def write_then_rebuild(r: Redis, writes: dict) -> dict:
+        placed = await write_scores(r, writes)
+        assert await rebuild_board(redis, sid)
+        return placed
+
+    try:
+        player, qid = players[0], quiz.question_ids[0]
+        a = Answer(caller(player), uuid.UUID(sid), AnswerIn(qid, quiz.answer_of(0)), now_ms())
+        ranking.write_scores = write_then_rebuild  # type: ignore[assignment]
+        try:
+            first = await score_batch(conn, redis, [a])
+        finally:
+            ranking.write_scores = write_scores  # type: ignore[assignment]
+        assert first == [Retry()], "the rebuild replaced its board write: score it again"
+        answers = "SELECT count(*) FROM answer WHERE session_id = $1"
+        assert await conn.fetchval(answers, a.session_id) == 0
+        again = await score_batch(conn, redis, [a])
+        assert isinstance(again[0], bytes), again
+        reply = json.loads(again[0])
+        assert reply["points"] > 0
+        stored = await conn.fetchval(
+            "SELECT score FROM session_player WHERE session_id = $1 AND user_id = $2",
+            a.session_id,
+            uuid.UUID(a.caller.user_id),
+        )
+        on_board = await redis.zscore(board_key(sid), a.caller.user_id)
+        assert on_board is not None and ranking.points_of(on_board) == stored == reply["score"]
+        rebuilt = await conn.fetchval(
+            "SELECT board_rebuilt FROM quiz_session WHERE id = $1", a.session_id
+        )
+        assert 0 < rebuilt < reply["version"], "the answer's write came after the rebuild"
+        assert not await conn.fetchval(
+            "SELECT board_dirty FROM quiz_session WHERE id = $1", a.session_id
+        ), "a write the rebuild replaced leaves the board as it is: nothing to rebuild"
+    finally:
+        await redis.aclose()
+        await conn.close()
+        await db.close_pool()
+
+
+def test_a_rebuild_between_an_answers_board_write_and_its_commit_keeps_the_answer(
+    http: httpx.Client, api: Api
+) -> None:
+    quiz, sid, players = live_game(http, api, 2)
+    asyncio.run(_rebuild_between_board_write_and_commit(quiz, sid, players))

@@ -2,11 +2,22 @@
 
 A board is rebuilt when it is missing in Redis, when the quiz service marked it
 dirty (``quiz_session.board_dirty``: a Redis write failed), or when Redis lost its
-data (``ALIVE_KEY`` missing). The players are read FOR SHARE (waiting for answers
-in flight, whose Redis write precedes their commit) and the rebuild WATCHes the
-version key: if the quiz service writes to the board between our PostgreSQL read
-and our MULTI, the MULTI is dropped and the rebuild reads PostgreSQL again, so a
-concurrent answer is never overwritten by an older total.
+data (``ALIVE_KEY`` missing).
+
+An answer's board write precedes its commit (services/quiz/answers.py), so a rebuild
+can read PostgreSQL without an answer whose total the board already holds. Three
+things keep such an answer from being lost:
+
+- the rebuild WATCHes the version key: a board write between our PostgreSQL read and
+  our MULTI drops the MULTI, and the rebuild reads PostgreSQL again;
+- it holds the session row FOR UPDATE and, before its commit, records the version it
+  wrote in ``quiz_session.board_rebuilt``; an answer commits only if its board write
+  came after that version (it locks the row FOR KEY SHARE, so it waits for a rebuild
+  in progress and sees what it recorded), else it is scored again on the new board;
+- it reads the players FOR SHARE, so answers committing meanwhile finish first.
+
+Joins to the session (their foreign key locks the row FOR KEY SHARE) wait for the
+rebuild's commit, a few milliseconds.
 """
 
 from __future__ import annotations
@@ -49,17 +60,15 @@ async def rebuild_board(redis: Redis, session_id: str, attempts: int = 10) -> bo
         board_version_key(session_id),
     )
     for _ in range(attempts):
-        # The quiz service writes a player's new total to Redis just before its
-        # transaction commits, holding that player's row lock. Reading the players
-        # FOR SHARE waits for such in-flight answers, and holding the share locks
-        # until EXEC keeps new ones from writing in between; WATCH catches the rest.
+        # See the module's docstring: the session row's lock and ``board_rebuilt``
+        # turn back answers whose board write this rebuild replaces.
         async with (
             redis.pipeline(transaction=True) as pipe,
             db.connection() as conn,
             conn.transaction(),
         ):
             await pipe.watch(vkey)
-            known = await conn.fetchval("select 1 from quiz_session where id = $1", sid)
+            known = await conn.fetchval("select 1 from quiz_session where id = $1 for update", sid)
             if not known:
                 await pipe.unwatch()
                 return False
@@ -83,6 +92,9 @@ async def rebuild_board(redis: Redis, session_id: str, attempts: int = 10) -> bo
                 await pipe.execute()
             except WatchError:
                 continue
+            await conn.execute(
+                "update quiz_session set board_rebuilt = $2 where id = $1", sid, version
+            )
         log.info(
             "rebuilt board of session %s (%d players, version %d)",
             session_id,

@@ -16,7 +16,8 @@ a lone answer waits for nothing and a burst pays per batch, not per answer:
    answer row, new total and outbox row, each only where the player's row is still
    as step 1 read it: ``last_index``, which every accepted answer moves, is checked
    under the row lock (for a remembered answer, also the session's state, open
-   question and deadline).
+   question and deadline), and only where no board rebuild replaced the answer's
+   board write since step 3 (``board_rebuilt``).
 
 The board is written before the commit so that the stored reply carries the rank and
 the board version; a total the board got but PostgreSQL did not commit marks the
@@ -85,27 +86,41 @@ ORDER BY i.n
 
 # One array per column, one element per answer; $17 sessions whose board missed a
 # write (or got one that was not committed), $18 the SCORE_CHANGE topic; $19-$22:
-# whether the answer was scored from memory, and the session as remembered.
+# whether the answer was scored from memory, and the session as remembered; $23 the
+# board version the answer's write produced (0: none).
+#
+# A board rebuild (services/board/rebuild.py) reads PostgreSQL, replaces the board and
+# records its version in ``board_rebuilt``, holding the session row FOR UPDATE. An
+# answer whose board write that rebuild replaced (its version is not above
+# ``board_rebuilt``) is not written: it is scored again in the next batch, whose board
+# write lands on the rebuilt board. The session rows are locked FOR KEY SHARE (which
+# only FOR UPDATE waits for), so the check sees a rebuild that committed while this
+# statement waited, and a rebuild waits for this statement's commit.
 _WRITE = """
 WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::int[],
                        $7::bool[], $8::int[], $9::int[], $10::int[], $11::bigint[],
                        $12::text[], $13::int[], $14::bigint[], $15::int[], $16::bytea[],
-                       $19::bool[], $20::text[], $21::int[], $22::bigint[])
+                       $19::bool[], $20::text[], $21::int[], $22::bigint[], $23::bigint[])
     WITH ORDINALITY AS t(id, sid, uid, qid, idx, choice, correct, points, elapsed, total,
                          answered, reply, streak, reached, seen_last, payload, remembered,
-                         seen_state, seen_current, seen_deadline, n)
+                         seen_state, seen_current, seen_deadline, version, n)
+), session AS (
+  SELECT s.id, s.state, s.current_index, s.deadline_ms, s.board_rebuilt FROM quiz_session s
+   WHERE s.id IN (SELECT sid FROM i) FOR KEY SHARE
 ), player AS (
   UPDATE session_player sp
      SET score = i.total, streak = i.streak, last_index = i.idx, reached_ms = i.reached,
          correct_count = sp.correct_count + i.correct::int
-    FROM i
+    FROM i JOIN session s ON s.id = i.sid
    WHERE sp.session_id = i.sid AND sp.user_id = i.uid AND sp.last_index = i.seen_last
-     AND (NOT i.remembered OR EXISTS (
-           SELECT 1 FROM quiz_session s
-            WHERE s.id = i.sid AND s.state = i.seen_state AND s.current_index = i.seen_current
-              AND s.deadline_ms IS NOT DISTINCT FROM i.seen_deadline))
+     AND (NOT i.remembered OR (s.state = i.seen_state AND s.current_index = i.seen_current
+                               AND s.deadline_ms IS NOT DISTINCT FROM i.seen_deadline))
+     AND (i.version = 0 OR i.version > s.board_rebuilt)
   RETURNING i.id
+), stale AS (
+  SELECT i.id FROM i JOIN session s ON s.id = i.sid
+   WHERE i.version <> 0 AND i.version <= s.board_rebuilt
 ), answer_row AS (
   INSERT INTO answer (id, session_id, user_id, question_id, question_index, choice, correct,
                       points, elapsed_ms, score_after, answered_ms, reply)
@@ -119,7 +134,8 @@ WITH i AS (
   SELECT $18, i.sid::text, i.payload FROM i JOIN player USING (id) ORDER BY i.n
   RETURNING id
 )
-SELECT ARRAY(SELECT id FROM player) AS written, ARRAY(SELECT id FROM event) AS outbox_ids
+SELECT ARRAY(SELECT id FROM player) AS written, ARRAY(SELECT id FROM event) AS outbox_ids,
+       ARRAY(SELECT id FROM stale) AS stale
 """
 
 # Ranks when Redis is down: from PostgreSQL's totals as this batch found them.
@@ -436,6 +452,7 @@ async def _write(conn: Any, redis: Redis, plans: list[_Plan], outcomes: list[Out
             [p.seen_state for p in plans],
             [p.seen_current for p in plans],
             [p.seen_deadline for p in plans],
+            [p.version for p in plans],
         )
     except Exception as e:
         _dirty.update(touched)  # the board may hold totals that were not committed
@@ -445,7 +462,7 @@ async def _write(conn: Any, redis: Redis, plans: list[_Plan], outcomes: list[Out
         return
     committed = now_ms()
     _dirty.difference_update(dirty)
-    written = set(row["written"])
+    written, stale = set(row["written"]), set(row["stale"])
     for p, (body, _) in zip(plans, built, strict=True):
         if p.answer_id in written:
             outcomes[p.k] = held.held_reply(body) if p.holding else body
@@ -462,11 +479,12 @@ async def _write(conn: Any, redis: Redis, plans: list[_Plan], outcomes: list[Out
             if p.remembered:
                 REMEMBERED.inc()
             continue
-        # Not written: the player (or, remembered, the session) changed meanwhile.
+        # Not written: the player (or, remembered, the session) changed meanwhile,
+        # or a rebuild replaced the board write (stale: the board does not hold it).
         answer_cache.forget_player(p.answer.session_id, p.answer.caller.user_id)
         if p.remembered:
             answer_cache.forget_session(p.answer.session_id)
-        if p.version:
+        if p.version and p.answer_id not in stale:
             _dirty.add(p.answer.session_id)  # the board got a total that lost the race
     if row["outbox_ids"]:
         batcher.committed(list(row["outbox_ids"]), committed)

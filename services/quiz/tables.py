@@ -43,6 +43,7 @@ class QuizSession(Table, tablename="quiz_session"):
     board_dirty = Boolean(default=False)  # Redis missed a write: rebuild the board
     closed_index = Integer(default=-1)  # live: last question whose question_closed was sent
     hold_results = Boolean(default=False)  # live: results held until the question closes
+    board_rebuilt = BigInt(default=0)  # version of the board's last rebuild
 
 
 class SessionPlayer(Table, tablename="session_player"):
