@@ -33,6 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # parallel 'shared' phase.
     config.addinivalue_line("markers", "alone: runs with no other test beside it, first")
     config.addinivalue_line("markers", "last: runs alone after every other test")
+    config.addinivalue_line(
+        "markers", "after_install: runs at the end of its phase (waits on an install)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

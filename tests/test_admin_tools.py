@@ -240,10 +240,11 @@ def test_kaskade_shows_topics_consumer_group_lag_and_messages(played: dict, tmux
         term.close()
 
 
-# After kaskade's test: ./dev test installs Redis Commander's packages (npm ci)
-# beside the first tests, so on a fresh clone this one waits the least.
+# At the end of its phase: ./dev test installs Redis Commander's packages (npm ci, a
+# fresh clone's half a minute) beside the stack's start and the phase's other tests.
 @pytest.mark.stack
 @pytest.mark.slow
+@pytest.mark.after_install
 def test_redis_commander_lists_the_board_key_in_chromium(
     redis_commander: str,
     played: dict,

@@ -97,8 +97,15 @@ def _skipped(item: pytest.Item) -> bool:
 
 
 def run_last(items: list[pytest.Item]) -> None:
-    """Move the early tests to the end of the run (their jobs run meanwhile)."""
-    items.sort(key=lambda item: item.get_closest_marker("early") is not None)
+    """Move the early tests to the end of the run (their jobs run meanwhile), and
+    before them the tests that wait for an install ./dev test starts beside the
+    suite (``after_install``), so the install has the rest of the run to finish."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("early") is not None,
+            item.get_closest_marker("after_install") is not None,
+        )
+    )
 
 
 def start_jobs(items: list[pytest.Item]) -> None:
