@@ -229,11 +229,12 @@ async def read_snapshots(
     """Snapshots of several sessions in one round trip; None for a board missing in Redis.
 
     Each session's version, entries and player count are read atomically (one script
-    call per session), so one version always names one snapshot.
+    call per session), so one version always names one snapshot. EVAL with the body,
+    as in ``write_scores``: a pipeline holding a registered script first asks SCRIPT
+    EXISTS, a second round trip on every read.
     """
-    script = redis.register_script(_SNAPSHOT_LUA)
     pipe = redis.pipeline(transaction=False)
     for sid in session_ids:
-        await script(keys=snapshot_keys(sid), args=[max(limit, 1)], client=pipe)
+        pipe.eval(_SNAPSHOT_LUA, 3, *snapshot_keys(sid), max(limit, 1))
     results = await pipe.execute()
     return {sid: parse_snapshot(sid, res) for sid, res in zip(session_ids, results, strict=True)}

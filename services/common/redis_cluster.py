@@ -1,5 +1,5 @@
-"""Redis Cluster support: the client, Lua scripts in cluster pipelines, and the
-socket.io manager's channel as a sharded pub/sub channel.
+"""Redis Cluster support: the client, its pipelines, and the socket.io manager's
+channel as a sharded pub/sub channel.
 
 A cluster is named by a ``redis+cluster://`` URL (``rediss+cluster://`` for TLS)
 listing one or more startup nodes, ``redis+cluster://[user:pass@]h1:p1,h2:p2/0``,
@@ -32,7 +32,6 @@ from redis.asyncio.cluster import (
 )
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.commands.core import AsyncScript
 
 log = logging.getLogger("quizrt.redis")
 
@@ -85,27 +84,6 @@ def node_url(url: str) -> str:
     return f"{scheme.split('+')[0]}://{auth + '@' if auth else ''}{first}/0"
 
 
-class _ClusterScript(AsyncScript):
-    """A script that works in a cluster pipeline too.
-
-    redis-py's async cluster pipeline cannot load scripts first the way a plain
-    pipeline does (``SCRIPT LOAD`` on each node), and a replica that took over
-    does not have the old primary's script cache. In a pipeline the script is
-    therefore sent as EVAL with its body (a few hundred bytes; Redis caches the
-    compiled script by its digest), and outside one as EVALSHA with a fallback.
-    """
-
-    async def __call__(  # type: ignore[override]
-        self, keys: Any = None, args: Any = None, client: Any = None
-    ) -> Any:
-        target = client if client is not None else self.registered_client
-        if isinstance(target, ClusterPipeline):
-            keys = list(keys or [])
-            # Queued, not awaited: awaiting a cluster pipeline empties its queue.
-            return target.eval(self.script, len(keys), *keys, *(args or []))  # type: ignore[arg-type]
-        return await super().__call__(keys, args, client)
-
-
 class _TransactionStrategy(TransactionStrategy):
     """redis-py 8.1 queues each command of a cluster MULTI by running a coroutine in
     a new event loop in a thread (``asyncio.run``); when that coroutine is the
@@ -151,10 +129,8 @@ class _Pipeline(ClusterPipeline):
 
 
 class QuizRedisCluster(RedisCluster):
-    """RedisCluster whose pipelines and ``register_script`` work for this stack."""
-
-    def register_script(self, script: Any) -> _ClusterScript:  # type: ignore[override]
-        return _ClusterScript(self, script)
+    """RedisCluster whose pipelines work for this stack. (Scripts go as EVAL with
+    their body: a replica that took over has no script cache of the old primary.)"""
 
     def pipeline(  # type: ignore[override]
         self, transaction: Any = None, shard_hint: Any = None
