@@ -157,6 +157,27 @@ async def test_a_top_10_change_is_read_at_once_not_at_the_next_read_tick() -> No
     await t.stop()
 
 
+async def test_the_tick_counts_from_a_broadcasts_start_not_from_its_kafka_ack() -> None:
+    """``send`` returns once Kafka acknowledged TOP_10, well after the room event: a top
+    10 change during that wait goes out when it returns, not a tick later."""
+    b = Boards()
+    t = SessionTicks(b.read, b.send, lambda sid, seq: None, tick_s=0.2, hold_s=10, settle_s=10)
+    b.slow["s"] = 0.3  # the room event, then the TOP_10 linger and ack
+    b.change("s", [("a", 5)])
+    t0 = time.monotonic()
+    t.mark("s", 1, change=Change.TOP)
+    await asyncio.sleep(0.05)
+    b.change("s", [("b", 9), ("a", 5)])
+    t.mark("s", 2, change=Change.TOP)
+    await settle(t)
+    assert b.versions("s") == [1, 2]
+    second = b.sent[1][0] - t0
+    # From the start: sent again at once when the first returns (0.3 s), done at 0.6 s;
+    # from the return, it would start at 0.5 s and be done at 0.8 s.
+    assert second < 0.7, second
+    await t.stop()
+
+
 async def test_answers_below_the_top_10_are_not_read_until_their_hold_ends() -> None:
     b = Boards()
     t = ticks(b, hold_s=10.0)

@@ -208,6 +208,7 @@ class SessionTicks:
                     if st.held_since is None:
                         st.held_since = self._hold()
                     continue
+                started = self.clock()
                 await self.send(snap, trace)
             except asyncio.CancelledError:
                 raise
@@ -225,7 +226,9 @@ class SessionTicks:
             if st.trace is trace:
                 st.trace = None
             st.sent_version, st.sent_entries = snap.version, snap.entries
-            st.sent_at = self.clock()
+            # The tick counts from the broadcast's start: ``send`` returns only once Kafka
+            # acknowledged TOP_10 (its linger, then the ack), long after the room event.
+            st.sent_at = started
             # A BELOW mark that came during this read may be newer than what was sent.
             st.held_since = self._hold() if st.below else None
             self._recent[sid] = (snap.players, st.sent_at)
