@@ -5,7 +5,7 @@ dirty (``quiz_session.board_dirty``: a Redis write failed), or when Redis lost i
 data (``ALIVE_KEY`` missing).
 
 An answer's board write precedes its commit (services/quiz/answers.py), so a rebuild
-can read PostgreSQL without an answer whose total the board already holds. Three
+can read PostgreSQL without an answer whose total the board already holds. Two
 things keep such an answer from being lost:
 
 - the rebuild WATCHes the version key: a board write between our PostgreSQL read and
@@ -13,8 +13,11 @@ things keep such an answer from being lost:
 - it holds the session row FOR UPDATE and, before its commit, records the version it
   wrote in ``quiz_session.board_rebuilt``; an answer commits only if its board write
   came after that version (it locks the row FOR KEY SHARE, so it waits for a rebuild
-  in progress and sees what it recorded), else it is scored again on the new board;
-- it reads the players FOR SHARE, so answers committing meanwhile finish first.
+  in progress and sees what it recorded), else it is scored again on the new board.
+
+The answer batch is the only writer of players' totals and locks the session row
+before any player row, so the FOR UPDATE also waits for the answers committing
+meanwhile: the players are read without row locks of their own.
 
 Joins to the session (their foreign key locks the row FOR KEY SHARE) wait for the
 rebuild's commit, a few milliseconds.
@@ -74,7 +77,7 @@ async def rebuild_board(redis: Redis, session_id: str, attempts: int = 10) -> bo
                 return False
             rows = await conn.fetch(
                 "select user_id, nickname, score, reached_ms from session_player"
-                " where session_id = $1 for share",
+                " where session_id = $1",
                 sid,
             )
             current = await pipe.get(vkey)
