@@ -18,6 +18,7 @@ send queue is empty and their writer idle:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -30,7 +31,8 @@ import pytest
 import socketio
 from websockets.asyncio.client import ClientConnection, connect
 
-from contracts import LeaderboardEntry, RoomLeaderboard
+from contracts import LeaderboardEntry, RoomLeaderboard, to_payload
+from services.common.redis import sio_manager
 from services.common.rooms import get_emitter
 from tests.conftest import Api
 from tests.support.game import Board, open_board
@@ -52,6 +54,25 @@ def board_event(session_id: str, version: int, nickname: str = "x") -> RoomLeade
         for r in range(1, 11)
     ]
     return RoomLeaderboard(session_id=session_id, version=version, players=10, entries=entries)
+
+
+async def handled_before_now(clients: list[Player], tag: str, timeout: float = 30) -> None:
+    """Every room event emitted so far has been handled by each client's socket.io
+    process: a marker sent to each socket's own room travels the same pub/sub channel
+    behind them, and a process handles that channel's messages in order."""
+    manager = sio_manager(write_only=True)
+    marker = f"marker-{tag}"
+    for c in clients:
+        payload = to_payload(board_event(marker, 0))
+        await manager.emit("leaderboard", payload, room=c.client.get_sid("/"), namespace="/")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for c in clients:
+        while not c.versions(marker):
+            assert loop.time() < deadline, f"no {marker} arrived"
+            c.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(c.changed.wait(), 0.5)
 
 
 def raw_deliveries(stack_dir: Path) -> float:
@@ -101,7 +122,10 @@ async def test_joins_and_leaves_interleaved_with_room_events_keep_each_socket_in
             for _ in range(5):  # after every leave ack: nobody may get these
                 await emitter.emit("leaderboard", board_event(s.id, base + v), s.id)
                 v += 1
-        # One last event after a final join, so the ghosts had their chance to arrive.
+            # The next join must not overtake them: it comes over the client's own
+            # socket, they come over the pub/sub channel.
+            await handled_before_now(clients, f"{s.id}-{_round}")
+        # One last event after a final join.
         await asyncio.gather(*(c.join(s.id) for c in clients))
         await emitter.emit("leaderboard", board_event(s.id, base + v), s.id)
         expected.append(v)
