@@ -132,6 +132,20 @@ def test_compose_file_matches_compose_spec() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_compose_runs_the_socket_tier_as_the_local_stack_does() -> None:
+    """The Docker demo's socket.io command is the measured one (uvicorn with the
+    pre-framed writes), not another server."""
+    import yaml
+
+    from infra.stack.apps import uvicorn
+
+    compose = yaml.safe_load(Path("infra/compose.yaml").read_text())
+    local = uvicorn("realtime_sio.app:app", 8000)
+    local[0] = "uvicorn"
+    local[local.index("--host") + 1] = "0.0.0.0"
+    assert compose["services"]["sio"]["command"] == local
+
+
 def test_compose_nginx_config_is_current() -> None:
     """infra/nginx/nginx.compose.conf is generated from the same template (`just compose-nginx`)."""
     from infra.stack import COMPOSE_NGINX, compose_nginx_text
