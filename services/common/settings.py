@@ -47,6 +47,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # 25 ms by measurement (docs/benchmarks.md): against 50 ms, answer -> leaderboard
     # fell by a third in the stadium and many rooms, for the same CPU.
     leaderboard_tick_ms: int = 25
+    # An unchanged top 10 is held at most this many ticks (its version and player
+    # count ride with the next broadcast): fewer ticks, fresher boards, more deliveries.
+    leaderboard_hold_ticks: int = 5
     # Overload guard only: room deliveries per second (a broadcast to a room of N
     # players is N deliveries) past which every session's tick is stretched evenly.
     leaderboard_deliveries_per_s: int = 20000

@@ -35,6 +35,7 @@ import logging
 import os
 import signal
 import time
+from typing import TypedDict
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -52,7 +53,7 @@ from services.common.kafka import EventProducer, make_consumer
 from services.common.logs import setup_logging
 from services.common.redis import close_redis, get_redis
 from services.common.rooms import get_emitter
-from services.common.settings import get_settings
+from services.common.settings import Settings, get_settings
 from services.leaderboard.liveness import FetchWatch
 from services.leaderboard.publish import SnapshotPublisher
 from services.leaderboard.ticks import Change, OffsetLedger, SessionTicks
@@ -127,6 +128,23 @@ def newest_traces(records: list, read_ms: int) -> dict[str, tuple[HopTrace, Chan
     return out
 
 
+class TickOptions(TypedDict):
+    tick_s: float
+    hold_s: float
+    deliveries_per_s: float
+
+
+def tick_options(settings: Settings) -> TickOptions:
+    """``SessionTicks``' timing from the settings: the tick, the longest hold of an
+    unchanged top 10 (whole ticks) and the overload guard."""
+    tick_s = max(settings.leaderboard_tick_ms, 1) / 1000
+    return TickOptions(
+        tick_s=tick_s,
+        hold_s=max(settings.leaderboard_hold_ticks, 1) * tick_s,
+        deliveries_per_s=settings.leaderboard_deliveries_per_s,
+    )
+
+
 class LeaderboardConsumer:
     def __init__(self) -> None:
         self.settings = get_settings()
@@ -171,8 +189,7 @@ class LeaderboardConsumer:
             self.publisher.read,
             self.publisher.send,
             self.ledger.covered,
-            tick_s=max(self.settings.leaderboard_tick_ms, 1) / 1000,
-            deliveries_per_s=self.settings.leaderboard_deliveries_per_s,
+            **tick_options(self.settings),
         )
         await self.consumer.start()
         log.info("joining group %s", self.settings.consumer_group)
