@@ -56,11 +56,13 @@ def board_event(session_id: str, version: int, nickname: str = "x") -> RoomLeade
     return RoomLeaderboard(session_id=session_id, version=version, players=10, entries=entries)
 
 
-async def handled_before_now(clients: list[Player], tag: str, timeout: float = 30) -> None:
+async def handled_before_now(
+    manager: socketio.AsyncRedisManager, clients: list[Player], tag: str, timeout: float = 30
+) -> None:
     """Every room event emitted so far has been handled by each client's socket.io
-    process: a marker sent to each socket's own room travels the same pub/sub channel
-    behind them, and a process handles that channel's messages in order."""
-    manager = sio_manager(write_only=True)
+    process: a marker sent (through ``manager``, write-only) to each socket's own room
+    travels the same pub/sub channel behind them, and a process handles that channel's
+    messages in order."""
     marker = f"marker-{tag}"
     for c in clients:
         payload = to_payload(board_event(marker, 0))
@@ -99,6 +101,7 @@ async def test_joins_and_leaves_interleaved_with_room_events_keep_each_socket_in
     clients = [Player(s.players[i]["access_token"], t) for i, (_, t) in enumerate(plan)]
     raw_before = raw_deliveries(stack_dir)
     emitter = get_emitter()
+    markers = sio_manager(write_only=True)  # to each socket's own room
     base = (1 << 52) + uuid.uuid4().int % 1000 * 1000
     expected: list[int] = []
     v = 0
@@ -124,7 +127,7 @@ async def test_joins_and_leaves_interleaved_with_room_events_keep_each_socket_in
                 v += 1
             # The next join must not overtake them: it comes over the client's own
             # socket, they come over the pub/sub channel.
-            await handled_before_now(clients, f"{s.id}-{_round}")
+            await handled_before_now(markers, clients, f"{s.id}-{_round}")
         # One last event after a final join.
         await asyncio.gather(*(c.join(s.id) for c in clients))
         await emitter.emit("leaderboard", board_event(s.id, base + v), s.id)

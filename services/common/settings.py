@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sio_max_connections: int = 20000
     sio_events_per_second: int = 20
     # The leaderboard consumer sends each changed session its newest snapshot at most
-    # once per tick, sessions independently (an unchanged top 10 is held up to 5 ticks).
+    # once per tick, sessions independently.
     # 25 ms by measurement (docs/benchmarks.md): against 50 ms, answer -> leaderboard
     # fell by a third in the stadium and many rooms, for the same CPU.
     leaderboard_tick_ms: int = 25
