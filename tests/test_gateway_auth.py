@@ -387,6 +387,7 @@ def echo_gateway(tmp_path: Path, stack_dir: Path) -> Iterator[str]:
         quiz_ports=[echo],
         leaderboard_ports=[echo],
         sio_ports=[echo],
+        sio_sockets=[],  # the echo server listens on TCP only
     )
     (tmp_path / "logs").mkdir()
     try:

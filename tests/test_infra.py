@@ -140,9 +140,9 @@ def test_compose_runs_the_socket_tier_as_the_local_stack_does() -> None:
     from infra.stack.apps import uvicorn
 
     compose = yaml.safe_load(Path("infra/compose.yaml").read_text())
-    local = uvicorn("realtime_sio.app:app", 8000)
-    local[0] = "uvicorn"
-    local[local.index("--host") + 1] = "0.0.0.0"
+    local = uvicorn("realtime_sio.app:app", 8000, uds="/run/sio.sock", host="0.0.0.0")
+    assert local[-2:] == ["--uds", "/run/sio.sock"]
+    local = ["python", *local[1:-2]]  # the image's python; no Unix socket across containers
     assert compose["services"]["sio"]["command"] == local
 
 

@@ -6,11 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from infra.stack import Layout, Proc, Stack, State, read_layout, read_pids, read_state
+from infra.stack import (
+    Layout,
+    Proc,
+    Stack,
+    State,
+    read_layout,
+    read_pids,
+    read_state,
+    render_nginx,
+)
 from infra.stack.layout import write_state
 from infra.stack.ports import planned_ports
 from infra.stack.servers import server, servers
@@ -114,3 +124,47 @@ def test_every_server_stops_within_its_own_timeout(lay: Layout) -> None:
     timeouts = {s.name: s.stop_timeout for s in servers(lay)}
     assert timeouts["postgres"] == timeouts["kafka"] == 30
     assert {t for n, t in timeouts.items() if n not in ("postgres", "kafka")} == {10}
+
+
+def test_the_gateway_reaches_each_socket_io_process_by_its_unix_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """nginx's socket.io pools name the Unix sockets that the sio processes are started
+    with (one each, in the run folder), and no sio TCP port; the ports stay on the
+    processes' command lines (health checks and tests use them)."""
+    for var in ("QUIZ_SIO_UNIX", "QUIZ_SIO_SERVER", "QUIZ_PROCS_SIO"):
+        monkeypatch.delenv(var, raising=False)
+    lay = Layout.test(Path(tempfile.mkdtemp(prefix="lay")))
+    assert lay.sio_sockets == [str(lay.run_dir / f"sio-{i}.sock") for i in (1, 2)]
+    conf = render_nginx(lay).read_text()
+    for i, (path, port) in enumerate(zip(lay.sio_sockets, lay.sio_ports, strict=True), 1):
+        assert conf.count(f"server unix:{path} ") == 2  # sio_any and sio_sticky
+        assert f"127.0.0.1:{port}" not in conf
+        s = server(lay, f"sio-{i}")
+        assert s is not None
+        argv = s.command(Stack(lay))
+        assert argv[argv.index("--uds") + 1] == path
+        assert argv[argv.index("--port") + 1] == str(port)
+
+
+@pytest.mark.parametrize("why", ["deep folder", "QUIZ_SIO_UNIX=0", "granian"])
+def test_without_a_unix_socket_the_gateway_reaches_socket_io_by_tcp(
+    why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("QUIZ_SIO_UNIX", "QUIZ_SIO_SERVER", "QUIZ_PROCS_SIO"):
+        monkeypatch.delenv(var, raising=False)
+    run_dir = Path(tempfile.mkdtemp(prefix="lay"))
+    if why == "deep folder":
+        run_dir = run_dir / ("d" * 90)
+    elif why == "QUIZ_SIO_UNIX=0":
+        monkeypatch.setenv("QUIZ_SIO_UNIX", "0")
+    else:
+        monkeypatch.setenv("QUIZ_SIO_SERVER", "granian")
+    lay = Layout.test(run_dir)
+    assert lay.sio_sockets == []
+    conf = render_nginx(lay).read_text()
+    assert "unix:" not in conf
+    for i, port in enumerate(lay.sio_ports, 1):
+        assert conf.count(f"server 127.0.0.1:{port} ") == 2
+        s = server(lay, f"sio-{i}")
+        assert s is not None and "--uds" not in s.command(Stack(lay))

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import stat
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -136,3 +139,52 @@ async def test_no_raw_frame_writer_once_permessage_deflate_is_negotiated() -> No
         async with connect(url, compression=None) as ws:  # the same server, no deflate
             assert await ws.recv() == "compressed"
     assert lent == [False, True]
+
+
+async def test_the_socket_tier_serves_its_port_and_its_unix_socket_in_one_process() -> None:
+    """``python -m realtime_sio.serve --uds``, as the stack starts it: the same app on
+    the TCP port (health checks, tests) and on the Unix socket (the gateway's hop)."""
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    uds = Path(tempfile.mkdtemp(prefix="sio")) / "s.sock"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "realtime_sio.serve", "--port", str(port), "--uds", str(uds),
+        "--app", "loadtests.floors.bare_http:app",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    body = b'{"question_id":"q","choice":1}'
+    request = (
+        b"POST /api/quiz/sessions/s/answers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+    async def ask(open_conn: Callable[[], Awaitable[Any]]) -> bytes:
+        for _ in range(300):
+            try:
+                reader, writer = await open_conn()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the server never listened")
+        writer.write(request)
+        reply = await reader.read()
+        writer.close()
+        return reply
+
+    try:
+        by_tcp = await ask(lambda: asyncio.open_connection("127.0.0.1", port))
+        by_unix = await ask(lambda: asyncio.open_unix_connection(str(uds)))
+        for reply in (by_tcp, by_unix):
+            assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+            assert b'"question_id":"q"' in reply
+        assert stat.S_IMODE(uds.stat().st_mode) == 0o600  # nginx runs as this user
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert not uds.exists(), "the socket file outlived its server"
+    assert b"Traceback" not in err, err.decode(errors="replace")

@@ -24,6 +24,7 @@ from infra.stack.layout import (
     read_layout,
     read_pids,
     read_state,
+    sio_unix_sockets,
 )
 from infra.stack.nginx import COMPOSE_NGINX, RATE_LIMITS, compose_nginx_text, render_nginx
 from infra.stack.packages import kafka_libs, need_binary, nginx_binary
@@ -79,6 +80,7 @@ __all__ = [
     "render_nginx",
     "say",
     "sio_server",
+    "sio_unix_sockets",
     "start_nginx",
     "start_redis_commander",
     "start_services",

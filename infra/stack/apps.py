@@ -40,49 +40,22 @@ def granian(app: str, port: int, websockets: bool = False) -> list[str]:
     return [*args, app]
 
 
-def uvicorn(app: str, port: int) -> list[str]:
-    """The socket tier on uvicorn: the sans-io websockets implementation (with the
-    raw frame writer of realtime_sio/uvicorn_ws.py), no per-message deflate (it
-    compresses once per recipient), no websocket-level pings (engine.io pings), uvloop."""
-    return [
-        str(VENV_BIN / "uvicorn"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "h11",  # httptools is not among the project's packages
-        "--ws",
-        "realtime_sio.uvicorn_ws:RawFramesProtocol",
-        "--ws-per-message-deflate",
-        "false",
-        "--ws-ping-interval",
-        "0",
-        "--ws-max-size",
-        str(1 << 20),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--backlog",
-        "4096",
-        "--timeout-keep-alive",
-        "30",
-        # A stop (or restart) does not wait for pending long-polls (up to a ping interval).
-        "--timeout-graceful-shutdown",
-        "3",
-        app,
-    ]
+def uvicorn(app: str, port: int, uds: str = "", host: str = "127.0.0.1") -> list[str]:
+    """The socket tier on uvicorn (``realtime_sio/serve.py``: the sans-io websockets
+    implementation with the raw frame writer, no per-message deflate, uvloop), on
+    ``port`` and, with ``uds``, also on that Unix socket (the gateway's way in)."""
+    argv = [str(VENV_BIN / "python"), "-m", "realtime_sio.serve", "--host", host]
+    argv += ["--port", str(port), "--app", app]
+    return [*argv, "--uds", uds] if uds else argv
 
 
-def sio_server(app: str, port: int) -> list[str]:
+def sio_server(app: str, port: int, uds: str = "") -> list[str]:
     """The socket.io process's command: ``QUIZ_SIO_SERVER`` = uvicorn with the
     pre-framed writes (default) or granian (see realtime_sio/README.md for what each
     costs per socket and per delivery)."""
     if os.environ.get("QUIZ_SIO_SERVER", "uvicorn") == "granian":
         return granian(app, port, websockets=True)
-    return uvicorn(app, port)
+    return uvicorn(app, port, uds)
 
 
 # (kind, command, health path) of the HTTP services, in start order.
@@ -111,7 +84,8 @@ def service_servers(lay: Layout) -> list[Server]:
         # Only what this start wrote counts: a restart appends to the same log.
         table.append(service(lay, f"consumer-{i}", CONSUMER, logged(b"ready")))
     for i, p in enumerate(lay.sio_ports, 1):
-        argv = sio_server("realtime_sio.app:app", p)
+        uds = lay.sio_sockets[i - 1] if lay.sio_sockets else ""
+        argv = sio_server("realtime_sio.app:app", p, uds)
         table.append(
             service(lay, f"sio-{i}", argv, answering(f"http://127.0.0.1:{p}{SIO_HEALTH}"), p)
         )

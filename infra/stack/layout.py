@@ -55,6 +55,9 @@ class Layout:
     metrics_ports: dict[str, int] = field(default_factory=dict)
     # Redis Commander (0: a stack.json written before it existed).
     admin_port: int = 0
+    # The Unix socket of each socket.io process, by which nginx reaches it ([]: by its
+    # TCP port). See ``sio_unix_sockets``.
+    sio_sockets: list[str] = field(default_factory=list)
 
     @classmethod
     def dev(cls) -> Layout:
@@ -75,12 +78,13 @@ class Layout:
             metrics_ports=_metrics_ports(n, lambda i: 19101 + i),
             admin_port=ADMIN_PORT_DEV,
         )
+        lay.sio_sockets = sio_unix_sockets(lay.run_dir, n["sio"])
         return move_dev_ports(lay)
 
     @classmethod
     def test(cls, run_dir: Path) -> Layout:
         n = proc_counts()
-        return cls(
+        lay = cls(
             run_dir=run_dir,
             http_port=free_port(),
             pg_port=free_port(),
@@ -97,6 +101,8 @@ class Layout:
             metrics_ports=_metrics_ports(n, lambda _: free_port()),
             admin_port=free_port(),
         )
+        lay.sio_sockets = sio_unix_sockets(run_dir, n["sio"])
+        return lay
 
     def ports_of(self, kind: str) -> list[int]:
         """The ports of the processes of one of HTTP_KINDS."""
@@ -140,6 +146,22 @@ class Layout:
 def proc_counts() -> dict[str, int]:
     """PROCS with the QUIZ_PROCS_<KIND> variables applied."""
     return {k: int(os.environ.get(f"QUIZ_PROCS_{k.upper()}", d)) for k, d in PROCS.items()}
+
+
+def sio_unix_sockets(run_dir: Path, n: int) -> list[str]:
+    """Where the gateway reaches the ``n`` socket.io processes: a Unix socket each in
+    the run folder (every room event crosses that hop once per recipient, and a Unix
+    socket write costs about half of a loopback TCP one), or [] for their TCP ports:
+    with ``QUIZ_SIO_UNIX=0``, on granian (``QUIZ_SIO_SERVER=granian`` binds one address
+    only), or when the path would be too long for a Unix socket."""
+    env = os.environ
+    if env.get("QUIZ_SIO_UNIX", "1") == "0" or env.get("QUIZ_SIO_SERVER") == "granian":
+        return []
+    paths = [str(run_dir.absolute() / f"sio-{i}.sock") for i in range(1, n + 1)]
+    return paths if all(len(p.encode()) <= _UNIX_PATH_MAX for p in paths) else []
+
+
+_UNIX_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 
 
 def _metrics_ports(n: dict[str, int], port: Callable[[int], int]) -> dict[str, int]:

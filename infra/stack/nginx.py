@@ -64,7 +64,11 @@ def render_nginx(lay: Layout) -> Path:
                 "IAM_SERVERS": pool(lay.iam_ports),
                 "QUIZ_SERVERS": pool(lay.quiz_ports),
                 "LEADERBOARD_SERVERS": pool(lay.leaderboard_ports),
-                "SIO_SERVERS": pool(lay.sio_ports),
+                "SIO_SERVERS": (
+                    _pool([f"unix:{p}" for p in lay.sio_sockets])
+                    if lay.sio_sockets
+                    else pool(lay.sio_ports)
+                ),
                 "WEB_ROOT": str(ROOT / "web" / "dist"),
                 "DOCS_ROOT": str(ROOT / "docs"),
                 "NGINX_ROOT": str(ROOT / "infra" / "nginx"),

@@ -41,6 +41,7 @@ from infra.stack import (
     read_layout,
     read_pids,
     render_nginx,
+    sio_unix_sockets,
 )
 from loadtests.floors import FLOOR_CHANNEL as CHANNEL
 from loadtests.pool import WorkerPool
@@ -70,6 +71,8 @@ class FloorServers:
             quiz_ports=[free_port() for _ in range(http_procs)],
             leaderboard_ports=[free_port()],
             sio_ports=[free_port() for _ in range(sio_procs)],
+            # nginx reaches the bare tier as the stack's reaches the product's.
+            sio_sockets=sio_unix_sockets(run_dir, sio_procs),
             consumers=0,
             external={
                 "redis_url": redis_url,
@@ -88,9 +91,10 @@ class FloorServers:
         for i, p in enumerate(lay.quiz_ports, 1):
             self.stack.spawn(f"bare-http-{i}", granian("loadtests.floors.bare_http:app", p))
         for i, p in enumerate(lay.sio_ports, 1):
-            self.stack.spawn(
-                f"bare-sio-{i}", granian("loadtests.floors.bare_sio:app", p, websockets=True)
-            )
+            argv = granian("loadtests.floors.bare_sio:app", p, websockets=True)
+            if lay.sio_sockets:  # granian binds one address: the socket nginx proxies to
+                argv[-1:-1] = ["--uds", lay.sio_sockets[i - 1]]
+            self.stack.spawn(f"bare-sio-{i}", argv)
         # The floor measures the servers, not the limits: its zones never bind,
         # whatever limits the stack under test runs with.
         conf = _render_floor_nginx(lay, gateway_check=False)
@@ -100,9 +104,17 @@ class FloorServers:
             group="edge",
         )
         urls = [f"http://127.0.0.1:{p}/schema" for p in lay.quiz_ports]
-        urls += [f"http://127.0.0.1:{p}/socket.io/?EIO=4&transport=polling" for p in lay.sio_ports]
+        if not lay.sio_sockets:
+            urls += [
+                f"http://127.0.0.1:{p}/socket.io/?EIO=4&transport=polling" for p in lay.sio_ports
+            ]
         urls.append(f"http://127.0.0.1:{lay.http_port}/socket.io/?EIO=4&transport=polling")
         deadline = time.monotonic() + 60
+        for path in lay.sio_sockets:
+            while not await asyncio.to_thread(os.path.exists, path):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"floor server not listening: {path} ({lay.run_dir})")
+                await asyncio.sleep(0.2)
         for url in urls:
             while not await asyncio.to_thread(http_ok, url, True):
                 if time.monotonic() > deadline:
