@@ -161,16 +161,71 @@ class SocketClosed(Exception):
     """The socket.io connection ended (or was refused)."""
 
 
+class Deferred:
+    """Events whose decoding waits until the loop has had no such event for a while.
+
+    The generator holds hundreds of sockets in one process, and one broadcast reaches
+    them all in one burst. Each receipt is stamped when its bytes arrive, but the
+    sockets are served one after another: decoding and recording one socket's event
+    delayed the stamp of every socket served after it in the burst, which no real
+    client (each on its own device) would see. Events named in ``prefixes`` (their
+    JSON text's start, e.g. ``b'["leaderboard",'``) are only stamped and kept on
+    arrival, and handed to their socket's ``on_event``, in arrival order, once
+    ``quiet_s`` passed without another (at most ``most_s`` after the first kept).
+    ``flush`` hands them over at once (the worker calls it before it reads results).
+    """
+
+    def __init__(self, prefixes: tuple[bytes, ...], quiet_s: float = 0.005, most_s: float = 0.2):
+        self.prefixes = prefixes
+        self.quiet_s = quiet_s
+        self.most_s = most_s
+        self._items: list[tuple[SioSocket, bytes, float, float]] = []
+        self._first = self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, sock: SioSocket, body: bytes, t_mono: float, t_wall: float) -> None:
+        if not self._items:
+            self._first = t_mono
+        self._last = t_mono
+        self._items.append((sock, body, t_mono, t_wall))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.quiet_s, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        now = time.perf_counter()
+        if now - self._last < self.quiet_s and now - self._first < self.most_s:
+            self._timer = asyncio.get_running_loop().call_later(self.quiet_s, self._due)
+            return
+        self.flush()
+
+    def flush(self) -> None:
+        """Decode every kept event and hand it to its socket's ``on_event``, in order."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items, self._items = self._items, []
+        for sock, body, t_mono, t_wall in items:
+            if sock.on_event is not None:
+                name, data = _event(body)
+                sock.on_event(name, data, t_mono, t_wall)
+
+
 class SioSocket(asyncio.Protocol):
     """One socket.io client (engine.io v4, websocket transport, default namespace).
 
     ``on_event`` is called for every server event with its receive times, taken
-    when the bytes arrived (before decoding). ``call`` sends an event with an ack
-    and returns the ack's first argument.
+    when the bytes arrived (before decoding); with ``deferred``, the events it names
+    reach ``on_event`` later, in order, with those same times (see ``Deferred``).
+    ``call`` sends an event with an ack and returns the ack's first argument.
     """
 
-    def __init__(self, on_event: EventHandler | None = None):
+    def __init__(self, on_event: EventHandler | None = None, deferred: Deferred | None = None):
         self.on_event = on_event
+        self.deferred = deferred
         self.transport: asyncio.Transport | None = None
         self.sid = ""
         self.closed = False
@@ -338,7 +393,11 @@ class SioSocket(asyncio.Protocol):
                 i = 0
                 while body[i : i + 1].isdigit():
                     i += 1
-                name, data = _event(body[i:])
+                ev = body[i:]
+                if self.deferred is not None and ev.startswith(self.deferred.prefixes):
+                    self.deferred.add(self, ev, t_mono, t_wall)
+                    return
+                name, data = _event(ev)
                 if self.on_event is not None:
                     self.on_event(name, data, t_mono, t_wall)
             elif sio == b"3":

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from loadtests.client import HttpConn, SioSocket
+from loadtests.client import Deferred, HttpConn, SioSocket
 from loadtests.playercore import Retry, join_reply, retry_after_s
 from loadtests.scenarios import Scenario, correct_choice
 from loadtests.tracker import LeaderboardTracker
@@ -84,6 +84,7 @@ class Player:
         scenario: Scenario,
         stats: Stats,
         rng: random.Random,
+        deferred: Deferred | None = None,
     ):
         self.idx = idx
         self.host = host
@@ -93,7 +94,7 @@ class Player:
         self.stats = stats
         self.rng = rng
         self.http = HttpConn(host, port)
-        self.sock = SioSocket(self._on_event)
+        self.sock = SioSocket(self._on_event, deferred)
         self.token = ""
         self.user_id = ""
         self.tracker = LeaderboardTracker("")

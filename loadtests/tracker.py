@@ -79,7 +79,9 @@ class LeaderboardTracker:
         if self.pending:
             still = []
             for p in self.pending:
-                if _reflects(ev, p):
+                # An event decoded late (loadtests.client.Deferred) may have arrived
+                # before the answer was sent: only a later one can reflect it.
+                if ev.t_mono >= p.t_sent and _reflects(ev, p):
                     self._timed(p, (t_mono - p.t_sent) * 1000.0)
                 else:
                     still.append(p)

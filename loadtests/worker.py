@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from loadtests.client import HttpConn, SioSocket
+from loadtests.client import Deferred, HttpConn, SioSocket
 from loadtests.players import Player, Stats
 from loadtests.scenarios import Scenario
 
@@ -43,6 +43,9 @@ class Worker:
         self.v0: dict[str, int] = {}
         self.floor_socks: list[SioSocket] = []
         self.floor_lat: dict[int, list[float]] = {}
+        # Leaderboard-sized events (the scenarios' and the floor's) are decoded after
+        # each burst, not between two sockets' receipts (see ``Deferred``).
+        self.deferred = Deferred((b'["leaderboard",', b'["floor",'))
 
     # ---- scenario players
 
@@ -62,7 +65,7 @@ class Worker:
         self.stats, self.failed, self.v0 = Stats(), [], {}
         rng = random.Random(seed)
         self.players = [
-            Player(i, host, port, sid, sc, self.stats, random.Random(rng.random()))
+            Player(i, host, port, sid, sc, self.stats, random.Random(rng.random()), self.deferred)
             for i, sid in assign
         ]
         sem = asyncio.Semaphore(concurrency)
@@ -108,6 +111,7 @@ class Worker:
         snapshot (or ``wait_s``), and no snapshot arrived for ``quiet_s``."""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
+            self.deferred.flush()
             busy = any(p.tasks for p in self.players) or self.stats.in_flight
             pending = sum(len(p.tracker.pending) for p in self.players)
             last = max(
@@ -116,6 +120,7 @@ class Worker:
             if not busy and not pending and time.perf_counter() - last > quiet_s:
                 break
             await asyncio.sleep(0.1)
+        self.deferred.flush()
         union: dict[str, set[int]] = {}
         for p in self.players:
             union.setdefault(p.session_id, set()).update(
@@ -124,6 +129,7 @@ class Worker:
         send("drained", versions={s: sorted(v) for s, v in union.items()})
 
     async def cmd_audit(self, union: dict[str, list[int]]) -> None:
+        self.deferred.flush()
         want = {s: set(v) for s, v in union.items()}
         st = self.stats
         outcome: dict[str, int] = {}
@@ -219,7 +225,7 @@ class Worker:
         sem = asyncio.Semaphore(64)
 
         async def one() -> None:
-            s = SioSocket(on_event)
+            s = SioSocket(on_event, self.deferred)
             async with sem:
                 await s.connect(host, port, "floor")
                 await s.call("join", {"session_id": room})
@@ -230,6 +236,7 @@ class Worker:
         send("ready", ready=len(self.floor_socks), failed=len(errors), failures=errors[:5])
 
     async def cmd_sio_collect(self) -> None:
+        self.deferred.flush()
         drops = sum(1 for s in self.floor_socks if s.closed)
         send("result", latencies={str(k): v for k, v in self.floor_lat.items()}, disconnects=drops)
         self.floor_lat = {}

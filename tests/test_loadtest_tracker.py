@@ -90,3 +90,49 @@ def test_percentiles_are_nearest_rank() -> None:
     xs = [float(i) for i in range(1, 101)]
     assert percentile(xs, 50) == 50 and percentile(xs, 99) == 99 and percentile([], 50) is None
     assert summary([3.0, 1.0, 2.0])["p50"] == 2.0
+
+
+def _server_frame(text: bytes) -> bytes:
+    assert len(text) < 126
+    return bytes((0x81, len(text))) + text
+
+
+async def test_deferred_events_keep_their_arrival_stamps_and_order() -> None:
+    """The generator's deferred decoding: a named event is stamped on arrival and
+    handed to ``on_event`` only once the loop is quiet, in arrival order, with the
+    arrival times; other events are handled at once; ``flush`` hands over the rest."""
+    import asyncio
+
+    from loadtests.client import Deferred, SioSocket
+
+    got: list[tuple[str, object, float]] = []
+    deferred = Deferred((b'["leaderboard",',), quiet_s=0.02)
+    socks = [SioSocket(lambda n, d, tm, tw: got.append((n, d, tm)), deferred) for _ in range(2)]
+    for s in socks:
+        s._upgraded = True
+    socks[0].data_received(_server_frame(b'42["leaderboard",{"version":1}]'))
+    socks[1].data_received(_server_frame(b'42["leaderboard",{"version":1}]'))
+    socks[0].data_received(_server_frame(b'42["question",{"index":0}]'))
+    socks[0].data_received(_server_frame(b'42["leaderboard",{"version":2}]'))
+    assert [(n, d) for n, d, _ in got] == [("question", {"index": 0})]
+    assert len(deferred) == 3
+    stamps = [item[2] for item in deferred._items]
+    await asyncio.sleep(0.1)  # quiet for longer than quiet_s: handed over
+    assert [(n, d) for n, d, _ in got[1:]] == [
+        ("leaderboard", {"version": 1}),
+        ("leaderboard", {"version": 1}),
+        ("leaderboard", {"version": 2}),
+    ]
+    assert [t for _, _, t in got[1:]] == stamps  # the arrival times, not the decode time
+    socks[1].data_received(_server_frame(b'42["leaderboard",{"version":3}]'))
+    deferred.flush()
+    assert got[-1][:2] == ("leaderboard", {"version": 3}) and not len(deferred)
+
+
+def test_a_late_decoded_event_from_before_the_answer_does_not_reflect_it() -> None:
+    t = LeaderboardTracker("me")
+    t.on_answer(10.0, {"score": 900, "points": 900, "rank": 1, "version": 5})
+    t.on_leaderboard(board(5, {"me": 900}), 9.99, 0)  # arrived before the send
+    assert t.pending and not t.latencies_ms
+    t.on_leaderboard(board(6, {"me": 900}), 10.03, 0)
+    assert [round(x) for x in t.latencies_ms] == [30]
