@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -126,15 +127,22 @@ def test_every_server_stops_within_its_own_timeout(lay: Layout) -> None:
     assert {t for n, t in timeouts.items() if n not in ("postgres", "kafka")} == {10}
 
 
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A run folder short enough for Unix socket paths (pytest's tmp_path may not be)."""
+    with tempfile.TemporaryDirectory(prefix="lay") as d:
+        yield Path(d)
+
+
 def test_the_gateway_reaches_each_socket_io_process_by_its_unix_socket(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, short_dir: Path
 ) -> None:
     """nginx's socket.io pools name the Unix sockets that the sio processes are started
     with (one each, in the run folder), and no sio TCP port; the ports stay on the
     processes' command lines (health checks and tests use them)."""
     for var in ("QUIZ_SIO_UNIX", "QUIZ_SIO_SERVER", "QUIZ_PROCS_SIO"):
         monkeypatch.delenv(var, raising=False)
-    lay = Layout.test(Path(tempfile.mkdtemp(prefix="lay")))
+    lay = Layout.test(short_dir)
     assert lay.sio_sockets == [str(lay.run_dir / f"sio-{i}.sock") for i in (1, 2)]
     conf = render_nginx(lay).read_text()
     for i, (path, port) in enumerate(zip(lay.sio_sockets, lay.sio_ports, strict=True), 1):
@@ -149,11 +157,11 @@ def test_the_gateway_reaches_each_socket_io_process_by_its_unix_socket(
 
 @pytest.mark.parametrize("why", ["deep folder", "QUIZ_SIO_UNIX=0", "granian"])
 def test_without_a_unix_socket_the_gateway_reaches_socket_io_by_tcp(
-    why: str, monkeypatch: pytest.MonkeyPatch
+    why: str, monkeypatch: pytest.MonkeyPatch, short_dir: Path
 ) -> None:
     for var in ("QUIZ_SIO_UNIX", "QUIZ_SIO_SERVER", "QUIZ_PROCS_SIO"):
         monkeypatch.delenv(var, raising=False)
-    run_dir = Path(tempfile.mkdtemp(prefix="lay"))
+    run_dir = short_dir
     if why == "deep folder":
         run_dir = run_dir / ("d" * 90)
     elif why == "QUIZ_SIO_UNIX=0":

@@ -150,7 +150,8 @@ async def test_the_socket_tier_serves_its_port_and_its_unix_socket_in_one_proces
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    uds = Path(tempfile.mkdtemp(prefix="sio")) / "s.sock"
+    tmp = tempfile.TemporaryDirectory(prefix="sio")  # short: a Unix socket path
+    uds = Path(tmp.name) / "s.sock"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "realtime_sio.serve", "--port", str(port), "--uds", str(uds),
         "--app", "loadtests.floors.bare_http:app",
@@ -188,3 +189,4 @@ async def test_the_socket_tier_serves_its_port_and_its_unix_socket_in_one_proces
         _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert not uds.exists(), "the socket file outlived its server"
     assert b"Traceback" not in err, err.decode(errors="replace")
+    tmp.cleanup()
