@@ -30,9 +30,11 @@ APP = "realtime_sio.app:app"
 BACKLOG = 4096
 
 
-def config(app: str = APP) -> uvicorn.Config:
+def config(app: str = APP, host: str = "127.0.0.1", port: int = 8000) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        host=host,
+        port=port,
         loop="uvloop",
         http="h11",
         ws="realtime_sio.uvicorn_ws:RawFramesProtocol",
@@ -48,17 +50,10 @@ def config(app: str = APP) -> uvicorn.Config:
     )
 
 
-def tcp_socket(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(BACKLOG)
-    sock.set_inheritable(True)
-    return sock
-
-
 def unix_socket(path: str) -> socket.socket:
-    """A listening Unix socket at ``path`` (a stale one from an earlier run is replaced)."""
+    """A Unix socket bound at ``path``, for nginx only (0600), replacing a stale one
+    from an earlier run (uvicorn's own ``bind_socket`` would refuse it). uvicorn
+    listens on it, with the backlog, as on the TCP socket."""
     p = Path(path)
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(p.lstat().st_mode):
@@ -66,8 +61,6 @@ def unix_socket(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     os.chmod(path, 0o600)
-    sock.listen(BACKLOG)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -96,10 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--uds", default="", help="also listen on this Unix socket")
     ap.add_argument("--app", default=APP)
     a = ap.parse_args(argv)
-    sockets = [tcp_socket(a.host, a.port)]
+    cfg = config(a.app, a.host, a.port)
+    sockets = [cfg.bind_socket()]  # uvicorn's own TCP bind
     if a.uds:
         sockets.append(unix_socket(a.uds))
-    Server(config(a.app), a.uds).run(sockets=sockets)
+    Server(cfg, a.uds).run(sockets=sockets)
 
 
 if __name__ == "__main__":

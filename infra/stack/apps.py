@@ -3,10 +3,9 @@ the socket.io tier (uvicorn or granian, ``QUIZ_SIO_SERVER``), each one Server.""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-from infra.stack.layout import Layout
+from infra.stack.layout import Layout, sio_on_granian
 from infra.stack.server import Log, Server, answering, logged
 from infra.stack.util import VENV_BIN
 
@@ -53,7 +52,7 @@ def sio_server(app: str, port: int, uds: str = "") -> list[str]:
     """The socket.io process's command: ``QUIZ_SIO_SERVER`` = uvicorn with the
     pre-framed writes (default) or granian (see realtime_sio/README.md for what each
     costs per socket and per delivery)."""
-    if os.environ.get("QUIZ_SIO_SERVER", "uvicorn") == "granian":
+    if sio_on_granian():
         return granian(app, port, websockets=True)
     return uvicorn(app, port, uds)
 

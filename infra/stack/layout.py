@@ -148,14 +148,18 @@ def proc_counts() -> dict[str, int]:
     return {k: int(os.environ.get(f"QUIZ_PROCS_{k.upper()}", d)) for k, d in PROCS.items()}
 
 
+def sio_on_granian() -> bool:
+    """``QUIZ_SIO_SERVER=granian``: the socket tier on granian, not uvicorn (default)."""
+    return os.environ.get("QUIZ_SIO_SERVER", "uvicorn") == "granian"
+
+
 def sio_unix_sockets(run_dir: Path, n: int) -> list[str]:
     """Where the gateway reaches the ``n`` socket.io processes: a Unix socket each in
     the run folder (every room event crosses that hop once per recipient, and a Unix
     socket write costs about half of a loopback TCP one), or [] for their TCP ports:
     with ``QUIZ_SIO_UNIX=0``, on granian (``QUIZ_SIO_SERVER=granian`` binds one address
     only), or when the path would be too long for a Unix socket."""
-    env = os.environ
-    if env.get("QUIZ_SIO_UNIX", "1") == "0" or env.get("QUIZ_SIO_SERVER") == "granian":
+    if os.environ.get("QUIZ_SIO_UNIX", "1") == "0" or sio_on_granian():
         return []
     paths = [str(run_dir.absolute() / f"sio-{i}.sock") for i in range(1, n + 1)]
     return paths if all(len(p.encode()) <= _UNIX_PATH_MAX for p in paths) else []
