@@ -52,6 +52,8 @@ sio = socketio.AsyncServer(
     ping_interval=20,
     ping_timeout=20,
     max_http_buffer_size=64 * 1024,
+    # Pings and ping timeouts come from one task per process (realtime_sio.liveness).
+    monitor_clients=False,
 )
 connections = ConnectionCap(settings.sio_max_connections)
 join_reads = JoinReads()
@@ -204,6 +206,7 @@ async def _startup() -> None:
 
 
 async def _shutdown() -> None:
+    await manager.liveness.stop()
     await db.close_pool()
     await close_redis()
 

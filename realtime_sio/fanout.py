@@ -49,6 +49,7 @@ from engineio.async_drivers import asgi as eio_asgi
 from socketio import packet as sio_packet
 from socketio.packet import Packet
 
+from realtime_sio.liveness import Liveness, send_now
 from realtime_sio.uvicorn_ws import EXTENSION as RAW_FRAMES
 from realtime_sio.uvicorn_ws import text_frame
 from services.common import metrics
@@ -98,14 +99,20 @@ class LeanManager(socketio.AsyncRedisManager):
 
     def set_server(self, server: Any) -> None:
         super().set_server(server)
+        self.liveness = Liveness(server.eio)
         # engine.io picks its websocket wrapper from this table (a copy: it is the
         # ASGI driver module's own dict).
         server.eio._async = {**server.eio._async, "websocket": RawFramesWebSocket}
+
+    def initialize(self) -> None:
+        super().initialize()  # at the server's first connect, on its loop
+        self.liveness.start()
 
     async def pre_connect(self, eio_sid: str, namespace: str) -> Any:
         s = self.server.eio.sockets.get(eio_sid)
         if s is not None:
             s.poll = types.MethodType(bounded_poll, s)
+            self.liveness.adopt(s)
         return await super().pre_connect(eio_sid, namespace)
 
     def hold(self, sid: str) -> None:
@@ -189,10 +196,14 @@ class LeanManager(socketio.AsyncRedisManager):
         if namespace not in self.rooms:
             return 0
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
-        pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
+        # Not binary (``emit`` and ``_handle_emit`` sent those the stock way): saying so
+        # spares the packet a walk through the whole payload.
+        pkt = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *args], binary=False
+        )
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
         text = eio_pkt.encode()  # fills the cache every socket's writer reads
-        frame: bytes | None = None  # the final websocket frame, made on first use
+        frame = text_frame(text.encode())  # the final websocket frame
         sockets = self.server.eio.sockets
         held = self._held
         n = raw_n = 0
@@ -206,19 +217,25 @@ class LeanManager(socketio.AsyncRedisManager):
             if s is None or s.closed or s.closing:
                 continue
             n += 1
-            raw_write = s.__dict__.get("raw_write")
-            if raw_write is not None and s.__dict__.get("writer_idle") and s.queue.empty():
-                if frame is None:
-                    frame = text_frame(text.encode())
-                if raw_write(frame):
-                    raw_n += 1
-                    continue
-            s.queue.put_nowait(eio_pkt)
+            if send_now(s, frame, eio_pkt):
+                raw_n += 1
         if n:
-            DELIVERIES.labels(event).inc(n)
+            _counter(DELIVERIES, event).inc(n)
         if raw_n:
-            RAW_DELIVERIES.labels(event).inc(raw_n)
+            _counter(RAW_DELIVERIES, event).inc(raw_n)
         return n
+
+
+_children: dict[tuple[int, str], Any] = {}
+
+
+def _counter(metric: Any, event: str) -> Any:
+    """``metric.labels(event)``, looked up once per event name (labels() takes a lock)."""
+    key = (id(metric), event)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(event)
+    return child
 
 
 def _observe_emit_deliver(args: list) -> None:
