@@ -24,7 +24,7 @@ sio = socketio.AsyncServer(
     ),
     json=jsonmsg,
     cors_allowed_origins=[],
-    ping_interval=20,
+    ping_interval=25,  # as the socket tier (realtime_sio/app.py)
     ping_timeout=20,
 )
 
