@@ -396,14 +396,16 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
         " large share of the cores are contended and say so here.",
         "",
         "| scenario | load average (1 min) at start / end | machine busy, % of one core"
-        f" (all = {100 * (m.get('nproc') or 1)}) | used outside the stack and generator |",
-        "|---|---|---|---|",
+        f" (all = {100 * (m.get('nproc') or 1)}) | used outside the stack and generator"
+        " | stolen by the hypervisor (a VM's steal), % of one core |",
+        "|---|---|---|---|---|",
     ]
     for name, r in result.get("scenarios", {}).items():
         ld = r.get("machine_load", {})
         lines.append(
             f"| {name} | {_f(ld.get('loadavg_1m_at_start'))} / {_f(ld.get('loadavg_1m_at_end'))}"
-            f" | {_f(ld.get('busy_pct_of_one_core'))} | {_f(ld.get('outside_pct_of_one_core'))} |"
+            f" | {_f(ld.get('busy_pct_of_one_core'))} | {_f(ld.get('outside_pct_of_one_core'))}"
+            f" | {_f(ld.get('stolen_pct_of_one_core'))} |"
         )
     lines += ["", "## Details", ""]
     for name, r in result.get("scenarios", {}).items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from loadtests.profiles import summarize
 from loadtests.report import derived, write_reports
 
@@ -100,3 +102,25 @@ def test_report_checks_targets_and_writes_every_file(tmp_path: Path) -> None:
     assert "| many-rooms |" in (tmp_path / "bench.md").read_text()
     assert (tmp_path / "bench-latency.png").stat().st_size > 1000
     assert "MISSED" in str(paths["summary"])
+
+
+def test_machine_load_counts_the_hypervisors_steal_apart_from_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a VM, time stolen by the hypervisor is neither busy nor idle: the report
+    gives it its own column instead of counting it as work outside the stack."""
+    from collections import namedtuple
+
+    import psutil
+
+    from loadtests.probe import CpuMeter
+
+    T = namedtuple("T", "user system idle iowait steal")
+    times = iter([T(0.0, 0.0, 0.0, 0.0, 0.0), T(6.0, 2.0, 8.0, 0.0, 4.0)])
+    monkeypatch.setattr(psutil, "cpu_times", lambda: next(times))
+    meter = CpuMeter({})
+    meter.start()
+    load = meter._machine_load(10.0, ours_pct=50.0)
+    assert load["busy_pct_of_one_core"] == 80.0  # 8 s of user + system in 10 s
+    assert load["stolen_pct_of_one_core"] == 40.0
+    assert load["outside_pct_of_one_core"] == 30.0
