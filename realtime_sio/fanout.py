@@ -12,7 +12,8 @@ recipient (each checking the ping clock and logging before it queues). Here:
   or its next poll (long-polling) sends it, in queue order, so a socket receives
   room events in the order they were emitted, interleaved correctly with acks
   and pings on the same queue. A socket that closed or is closing is skipped;
-  engine.io's service task still times out sockets that stopped answering pings.
+  ``realtime_sio.liveness`` pings every socket and times out those that stopped
+  answering (``Liveness.adopt`` at the namespace connect).
 
 Each socket's send loop (``poll``, engine.io's, shared by the websocket writer and
 long-polling GETs) is replaced on that socket with ``bounded_poll``: the same loop
