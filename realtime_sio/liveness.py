@@ -1,12 +1,12 @@
 """engine.io's pings and ping timeouts for every socket of a process, from one task.
 
 Stock python-engineio keeps a socket alive with a task per ping (``_send_ping``:
-a 20 s sleep, then the ``PING`` through the send queue and the socket's writer) and
+a sleep of the ping interval, then the ``PING`` through the send queue and the socket's writer) and
 watches them all with a service task that visits one socket every
 ``ping_timeout / sockets`` seconds, each visit an ``asyncio.wait_for`` with a task
 of its own. With 1,000 idle sockets on a process that was 24 ms of CPU per second
-(measured on ``./dev up``: 9.7 ms of it the service task), a quarter of the socket
-tier's CPU in the bench's many-rooms scenario.
+with pings every 20 s (measured on ``./dev up``: 9.7 ms of it the service task), a
+quarter of the socket tier's CPU in the bench's many-rooms scenario.
 
 Here (the server is built with ``monitor_clients=False``, so engine.io starts no
 service task):
@@ -17,13 +17,12 @@ service task):
   the pre-framed ``PING`` written to its transport at once (``send_now``), any
   other socket gets it queued as stock engine.io does, so it stays in order with
   the socket's other packets. The ping leaves up to ``STEP_S`` late; a client
-  waits ``pingInterval + pingTimeout`` (40 s) before it gives up.
+  waits ``pingInterval + pingTimeout`` (45 s) before it gives up.
 - every ``SWEEP_S`` (at most a quarter of ``ping_timeout``) the same task does what
-  the service task did, once for all
-  sockets: a closed socket is forgotten, and one whose ping has gone unanswered
-  for ``ping_timeout`` is closed (engine.io's own ``check_ping_timeout``), adopted
-  or not (a socket is adopted when it connects to the namespace; before that,
-  engine.io's first ping task serves it).
+  the service task did, once for all sockets: a closed socket is forgotten, and one
+  whose ping has gone unanswered for ``ping_timeout`` is closed (engine.io's own
+  ``check_ping_timeout``), adopted or not (a socket is adopted when it connects to
+  the namespace; before that, engine.io's first ping task serves it).
 
 The ``PONG`` is read by engine.io's reader as before; the protocol is unchanged.
 """
