@@ -123,7 +123,7 @@ async def test_a_socket_that_answers_pings_stays_with_one_ping_task_for_all() ->
                         assert ping_tasks(srv) == 0
             assert len(pings) >= 4, pings
             gaps = [b - a for a, b in itertools.pairwise(pings)]
-            assert all(0.5 * INTERVAL < g < INTERVAL + 1.0 for g in gaps), gaps
+            assert all(0.5 * INTERVAL < g < INTERVAL + 2.0 for g in gaps), gaps
             assert srv.manager.liveness.pings >= 3
             assert not srv.gone
             assert len(srv.sio.eio.sockets) == 1
