@@ -39,6 +39,7 @@ Clients see standard socket.io.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import types
 from typing import Any
@@ -227,16 +228,10 @@ class LeanManager(socketio.AsyncRedisManager):
         return n
 
 
-_children: dict[tuple[int, str], Any] = {}
-
-
+@functools.cache
 def _counter(metric: Any, event: str) -> Any:
     """``metric.labels(event)``, looked up once per event name (labels() takes a lock)."""
-    key = (id(metric), event)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = metric.labels(event)
-    return child
+    return metric.labels(event)
 
 
 def _observe_emit_deliver(args: list) -> None:

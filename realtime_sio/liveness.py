@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-import types
 from collections import deque
 from typing import Any
 
@@ -76,17 +76,19 @@ class Liveness:
 
     def adopt(self, s: Any) -> None:
         """Socket ``s``'s later pings come from this task (see the module docstring)."""
-        s.schedule_ping = types.MethodType(_schedule_ping, s)
-        s.liveness = self
-        self.start()
+        s.schedule_ping = functools.partial(self._schedule_ping, s)
+
+    def _schedule_ping(self, s: Any) -> None:
+        """engine.io's ``AsyncSocket.schedule_ping`` (called on each ``PONG``), without a
+        task: only when the last ping was answered, the next one is queued."""
+        if s.last_ping:
+            s.last_ping = None
+            self._due.append((time.monotonic() + self.eio.ping_interval, s))
 
     def start(self) -> None:
         """Run the task (on the running loop) unless it runs already."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def ping_later(self, s: Any) -> None:
-        self._due.append((time.monotonic() + self.eio.ping_interval, s))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -109,10 +111,9 @@ class Liveness:
             except Exception:  # keep pinging: one bad socket must not stop the rest
                 log.exception("liveness step failed")
 
-    def send_due(self, now: float) -> int:
-        """Send every ping due by ``now`` (monotonic); how many."""
+    def send_due(self, now: float) -> None:
+        """Send every ping due by ``now`` (monotonic)."""
         due = self._due
-        sent = 0
         wall = time.time()
         while due and due[0][0] <= now:
             _, s = due.popleft()
@@ -120,9 +121,7 @@ class Liveness:
                 continue
             s.last_ping = wall
             send_now(s, PING_FRAME, PING)
-            sent += 1
-        self.pings += sent
-        return sent
+            self.pings += 1
 
     def sweep(self) -> None:
         """Forget closed sockets; close those whose ping went unanswered too long."""
@@ -142,11 +141,3 @@ async def _time_out(s: Any) -> None:
     """engine.io's own check: it closes the socket as its service task would."""
     with contextlib.suppress(Exception):  # closed meanwhile: nothing left to do
         await s.check_ping_timeout()
-
-
-def _schedule_ping(self: Any) -> None:
-    """engine.io's ``AsyncSocket.schedule_ping`` (called on each ``PONG``), without a
-    task: only when the last ping was answered, the next one is queued."""
-    if self.last_ping:
-        self.last_ping = None
-        self.liveness.ping_later(self)

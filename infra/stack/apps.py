@@ -10,7 +10,7 @@ from infra.stack.server import Log, Server, answering, logged
 from infra.stack.util import VENV_BIN
 
 
-def granian(app: str, port: int, websockets: bool = False) -> list[str]:
+def granian(app: str, port: int, websockets: bool = False, uds: str = "") -> list[str]:
     args = [
         str(VENV_BIN / "granian"),
         "--interface",
@@ -36,6 +36,8 @@ def granian(app: str, port: int, websockets: bool = False) -> list[str]:
         args += ["--ws", "--backpressure", "20000"]
     else:
         args += ["--no-ws", "--backpressure", "2048"]
+    if uds:  # granian then binds that Unix socket only
+        args += ["--uds", uds]
     return [*args, app]
 
 

@@ -91,9 +91,8 @@ class FloorServers:
         for i, p in enumerate(lay.quiz_ports, 1):
             self.stack.spawn(f"bare-http-{i}", granian("loadtests.floors.bare_http:app", p))
         for i, p in enumerate(lay.sio_ports, 1):
-            argv = granian("loadtests.floors.bare_sio:app", p, websockets=True)
-            if lay.sio_sockets:  # granian binds one address: the socket nginx proxies to
-                argv[-1:-1] = ["--uds", lay.sio_sockets[i - 1]]
+            uds = lay.sio_sockets[i - 1] if lay.sio_sockets else ""  # what nginx proxies to
+            argv = granian("loadtests.floors.bare_sio:app", p, websockets=True, uds=uds)
             self.stack.spawn(f"bare-sio-{i}", argv)
         # The floor measures the servers, not the limits: its zones never bind,
         # whatever limits the stack under test runs with.
