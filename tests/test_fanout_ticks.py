@@ -257,6 +257,36 @@ async def test_the_budget_stretches_every_sessions_tick_evenly() -> None:
     await t.stop()
 
 
+async def test_below_the_budget_a_top_10_change_waits_only_for_its_own_tick() -> None:
+    b = Boards()
+    # 20 rooms of 100, each broadcasting every ~0.1 s: 20,000 deliveries/s would be
+    # one broadcast per 100 ms tick in every room, but they use a tenth of the
+    # budget. A new top 10 in one of them, past its own tick since its last
+    # broadcast, goes out at once.
+    t = ticks(b, deliveries_per_s=20_000)
+    rooms = [f"r{i}" for i in range(20)]
+    for rnd in range(1, 4):
+        for s in rooms:
+            b.change(s, [("x", rnd)], players=100)
+            t.mark(s, rnd, change=Change.TOP)
+        await settle(t)
+        await asyncio.sleep(0.1)
+    for s in rooms:
+        b.change(s, [("x", 4)], players=100)
+        t.mark(s, 4, change=Change.TOP)
+    while any(b.versions(s)[-1] != 4 for s in rooms):  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(TICK + 0.015)
+    b.change("r0", [("x", 5)], players=100)
+    marked = time.monotonic()
+    t.mark("r0", 5, change=Change.TOP)
+    while b.versions("r0")[-1] != 5:  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    assert b.sent[-1][0] - marked < 0.03, b.sent[-1][0] - marked
+    assert t.budget.waits == 0
+    await t.stop()
+
+
 async def test_a_failed_send_is_retried_and_offsets_wait_for_every_session() -> None:
     b = Boards()
     ledger = OffsetLedger()

@@ -16,9 +16,11 @@ waiting only for the session's tick since the last one; answers ranked below 10 
 hold ends; anything else (``UNKNOWN``: a rebuild, an answer the board did not rank)
 is read at most once per tick and compared with what was sent.
 
-The global deliveries budget is only an overload guard: when the sessions that
-broadcast in the last second would together exceed it at one broadcast per tick,
-every session's tick is stretched by the same factor.
+The global deliveries budget is only an overload guard (``DeliveryBudget``): a
+token bucket of room deliveries (a broadcast to N players is N) that lets a quarter
+of a second's worth through at once and has broadcasts beyond it wait their turn.
+Below the budget no session ever waits for another; above it every session's
+broadcasts are spaced out alike, at the budget's rate.
 
 ``OffsetLedger``: a fetched batch of records may be committed once every session it
 touched has published a snapshot read after the batch arrived (at-least-once: a
@@ -46,7 +48,7 @@ Covered = Callable[[str, int], None]
 
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
-_LOAD_WINDOW_S = 1.0
+BURST_S = 0.25  # the budget's bucket: this many seconds of deliveries at once
 _STATES_MAX = 100_000
 
 
@@ -79,10 +81,41 @@ class _Session:
     sent_version: int = 0
     sent_entries: list | None = None
     sent_at: float = float("-inf")
+    players: int = 0  # of the last broadcast: what the next one reserves of the budget
     read_at: float = float("-inf")
     held_since: float | None = None
     task: asyncio.Task | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class DeliveryBudget:
+    """Room deliveries per second across every session: a token bucket that holds
+    ``burst_s`` seconds of them. A broadcast reserves its deliveries up front (the
+    bucket may go below zero) and waits until the bucket is back at zero, so the
+    broadcasts beyond the budget go out in turn at the budget's rate."""
+
+    def __init__(self, per_s: float, burst_s: float, clock: Callable[[], float]):
+        self.rate = max(per_s, 1.0)
+        self.capacity = self.rate * burst_s
+        self.tokens = self.capacity
+        self.clock = clock
+        self._at = clock()
+        self.waits = 0
+
+    def reserve(self, deliveries: int) -> float:
+        """Take ``deliveries`` now; returns how long to wait before sending them."""
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+        self.tokens -= deliveries
+        if self.tokens >= 0:
+            return 0.0
+        self.waits += 1
+        return -self.tokens / self.rate
+
+    def give_back(self, deliveries: int) -> None:
+        """Deliveries reserved and not sent (negative: sent and not reserved)."""
+        self.tokens = min(self.capacity, self.tokens + deliveries)
 
 
 class SessionTicks:
@@ -102,14 +135,11 @@ class SessionTicks:
         self.send = send
         self.covered = covered
         self.tick_s = tick_s
-        self.budget = max(deliveries_per_s, 1.0)
+        self.budget = DeliveryBudget(deliveries_per_s, BURST_S, clock)
         self.hold_s = 5 * tick_s if hold_s is None else hold_s
         self.settle_s = 2 * tick_s if settle_s is None else settle_s
         self.clock = clock
         self.sessions: dict[str, _Session] = {}
-        self._recent: dict[str, tuple[int, float]] = {}  # sid -> (players, sent at)
-        self._load = 0
-        self._load_at = float("-inf")
         self.broadcasts = 0
         self.held = 0
 
@@ -160,15 +190,6 @@ class SessionTicks:
 
     # ---- the tick
 
-    def tick(self) -> float:
-        """This moment's tick: the setting, stretched evenly when the budget binds."""
-        now = self.clock()
-        if now - self._load_at > 0.1:
-            self._recent = {s: v for s, v in self._recent.items() if now - v[1] <= _LOAD_WINDOW_S}
-            self._load = sum(p for p, _ in self._recent.values())
-            self._load_at = now
-        return max(self.tick_s, self._load / self.budget)
-
     def _flush_at(self, st: _Session) -> float:
         assert st.held_since is not None
         return min(st.held_since + self.hold_s, st.marked_at + self.settle_s)
@@ -176,11 +197,11 @@ class SessionTicks:
     async def _run(self, sid: str, st: _Session) -> None:
         backoff = BACKOFF_MIN_S
         while True:
-            # At most one broadcast per (stretched) tick and, unless the top 10 changed,
-            # one read per tick, also while a snapshot is held. A mark meanwhile wakes
-            # the wait (a TOP mark may shorten it).
+            # At most one broadcast per tick and, unless the top 10 changed, one read
+            # per tick, also while a snapshot is held. A mark meanwhile wakes the wait
+            # (a TOP mark may shorten it).
             while True:
-                due = st.sent_at + self.tick()
+                due = st.sent_at + self.tick_s
                 if not st.urgent:
                     due = max(due, st.read_at + self.tick_s)
                 wait = due - self.clock()
@@ -194,21 +215,31 @@ class SessionTicks:
                 if due > 0:
                     await _until_marked(st, due)
                     continue
+            # The overload guard: past the budget, wait for this broadcast's turn (the
+            # read comes after the wait, so it is as fresh as ever).
+            reserved = st.players
+            wait = self.budget.reserve(reserved)
+            if wait > 0:
+                await asyncio.sleep(wait)
             seq, trace = st.seq, st.trace
             st.dirty = st.urgent = st.below = False
             st.read_at = self.clock()
             try:
                 snap = await self.read(sid)
                 if snap is None or snap.version <= st.sent_version:
+                    self.budget.give_back(reserved)
                     st.held_since = self._hold() if st.below else None
                     self.covered(sid, seq)
                     continue
                 unchanged = st.sent_entries is not None and snap.entries == st.sent_entries
                 if unchanged and (st.held_since is None or self.clock() < self._flush_at(st)):
+                    self.budget.give_back(reserved)
                     if st.held_since is None:
                         st.held_since = self._hold()
                     continue
                 started = self.clock()
+                self.budget.give_back(reserved - snap.players)  # what it really delivers
+                reserved = snap.players
                 await self.send(snap, trace)
             except asyncio.CancelledError:
                 raise
@@ -231,7 +262,7 @@ class SessionTicks:
             st.sent_at = started
             # A BELOW mark that came during this read may be newer than what was sent.
             st.held_since = self._hold() if st.below else None
-            self._recent[sid] = (snap.players, st.sent_at)
+            st.players = snap.players
             self.broadcasts += 1
             self.covered(sid, seq)
 
