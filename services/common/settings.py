@@ -51,7 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # count ride with the next broadcast): fewer ticks, fresher boards, more deliveries.
     leaderboard_hold_ticks: int = 5
     # Overload guard only: room deliveries per second (a broadcast to a room of N
-    # players is N deliveries) past which every session's tick is stretched evenly.
+    # players is N deliveries) past which broadcasts wait their turn (a token bucket
+    # holding a quarter of a second of them; below it no session waits for another).
     leaderboard_deliveries_per_s: int = 20000
     # The consumer commits its SCORE_CHANGE offsets at most this often (each commit is
     # a write to the broker's offsets log); a crash re-reads at most this much more.
