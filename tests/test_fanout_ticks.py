@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from contracts import HopTrace, LeaderboardEntry, LeaderboardSnapshot
-from services.leaderboard.ticks import Change, OffsetLedger, SessionTicks
+from services.leaderboard.ticks import Change, DeliveryBudget, OffsetLedger, SessionTicks
 
 # ./dev test runs this module in its 'alone' phase (infra/stack/cli.py, PHASES):
 # its asserts are wall-clock tick intervals.
@@ -285,6 +285,23 @@ async def test_below_the_budget_a_top_10_change_waits_only_for_its_own_tick() ->
     assert b.sent[-1][0] - marked < 0.03, b.sent[-1][0] - marked
     assert t.budget.waits == 0
     await t.stop()
+
+
+def test_the_delivery_budget_lets_a_room_out_after_a_quiet_spell_then_keeps_its_rate() -> None:
+    now = [100.0]
+    budget = DeliveryBudget(20_000, 0.25, lambda: now[0])  # holds 5,000 deliveries
+    assert budget.reserve(10_000) == 0.0, "a room larger than the bucket, after quiet"
+    assert budget.reserve(100) == pytest.approx(0.25), "the next waits out the debt"
+    budget.give_back(100)  # reserved, then not sent (an unchanged top 10)
+    now[0] += 0.25
+    assert budget.reserve(1_000) == 0.0
+    # Sustained: 400 broadcasts to 1,000 players, each sent when its wait ends, go at
+    # the budget's rate: 400,000 / 20,000 = 20 s.
+    start = now[0]
+    for _ in range(400):
+        now[0] += budget.reserve(1_000)
+    assert now[0] - start == pytest.approx(20.0)
+    assert budget.waits == 401
 
 
 async def test_a_failed_send_is_retried_and_offsets_wait_for_every_session() -> None:

@@ -90,9 +90,10 @@ class _Session:
 
 class DeliveryBudget:
     """Room deliveries per second across every session: a token bucket that holds
-    ``burst_s`` seconds of them. A broadcast reserves its deliveries up front (the
-    bucket may go below zero) and waits until the bucket is back at zero, so the
-    broadcasts beyond the budget go out in turn at the budget's rate."""
+    ``burst_s`` seconds of them. A broadcast waits while the bucket is in debt
+    (below zero), then takes its deliveries, which may put it in debt. So a room
+    of any size goes out at once after a quiet spell, and the broadcasts beyond the
+    budget go out in turn at the budget's rate."""
 
     def __init__(self, per_s: float, burst_s: float, clock: Callable[[], float]):
         self.rate = max(per_s, 1.0)
@@ -107,11 +108,11 @@ class DeliveryBudget:
         now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._at) * self.rate)
         self._at = now
+        wait = max(0.0, -self.tokens) / self.rate
         self.tokens -= deliveries
-        if self.tokens >= 0:
-            return 0.0
-        self.waits += 1
-        return -self.tokens / self.rate
+        if wait > 0:
+            self.waits += 1
+        return wait
 
     def give_back(self, deliveries: int) -> None:
         """Deliveries reserved and not sent (negative: sent and not reserved)."""
