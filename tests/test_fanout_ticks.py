@@ -343,7 +343,7 @@ def test_the_consumers_ticks_come_from_the_settings() -> None:
     from services.leaderboard.consumer import tick_options
 
     default = tick_options(load_settings({}))
-    assert default == {"tick_s": 0.025, "hold_s": 0.125, "deliveries_per_s": 20000}
+    assert default == {"tick_s": 0.025, "hold_s": 0.125, "deliveries_per_s": 16000}
     env = {"QUIZ_LEADERBOARD_TICK_MS": "40", "QUIZ_LEADERBOARD_HOLD_TICKS": "1"}
     assert tick_options(load_settings(env))["hold_s"] == 0.04
     assert tick_options(load_settings({"QUIZ_LEADERBOARD_HOLD_TICKS": "0"}))["hold_s"] == 0.025

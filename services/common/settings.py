@@ -53,7 +53,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Overload guard only: room deliveries per second (a broadcast to a room of N
     # players is N deliveries) past which broadcasts wait their turn (a token bucket
     # holding a quarter of a second of them; below it no session waits for another).
-    leaderboard_deliveries_per_s: int = 20000
+    # 16,000 by measurement (docs/benchmarks.md): stadium-5000 at the pace it had
+    # before the bucket (3.1-3.3 broadcasts a second); 20,000 gave it 4.0 and 30 %
+    # more deliveries, and the answers' round trips queued behind them.
+    leaderboard_deliveries_per_s: int = 16000
     # The consumer commits its SCORE_CHANGE offsets at most this often (each commit is
     # a write to the broker's offsets log); a crash re-reads at most this much more.
     leaderboard_commit_interval_ms: int = 250

@@ -127,7 +127,7 @@ class SessionTicks:
         covered: Covered,
         *,
         tick_s: float = 0.05,
-        deliveries_per_s: float = 20_000,
+        deliveries_per_s: float = 16_000,
         hold_s: float | None = None,
         settle_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
