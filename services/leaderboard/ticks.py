@@ -240,7 +240,6 @@ class SessionTicks:
                     continue
                 started = self.clock()
                 self.budget.give_back(reserved - snap.players)  # what it really delivers
-                reserved = snap.players
                 await self.send(snap, trace)
             except asyncio.CancelledError:
                 raise
