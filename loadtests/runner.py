@@ -40,6 +40,9 @@ HOPS = (
     "emit_client",
     "arrive_client",
 )
+# The same for the answers that ranked in the top 10 (loadtests.tracker), with the
+# client's send -> the quiz service's arrival first and the send -> emit last.
+TOP10_HOPS = ("send_arrive", *HOPS[:-1], "send_emit")
 
 
 def _say(msg: str) -> None:
@@ -237,6 +240,10 @@ def merge(
         "hops_ms": {
             hop: summary(x for r in results for x in r.get("hops_ms", {}).get(hop, []))
             for hop in HOPS
+        },
+        "hops_top10_ms": {
+            hop: summary(x for r in results for x in r.get("top10_hops_ms", {}).get(hop, []))
+            for hop in TOP10_HOPS
         },
         "answer_to_leaderboard": outcome,
         "leaderboard_events_delivered": delivered,

@@ -22,6 +22,17 @@ monotonic clock, so no clocks are compared across processes or machines):
   ``displaced`` (not as delivered, not as lost) when the last snapshot received
   shows a full top 10 at or above that score.
 
+The answers whose reply ranked the player in the top 10 (``visible``: the ones
+that change what the other players see) also get their own hops: when the event
+that reflects one has the answer's own version (the snapshot was read with that
+answer the newest on the board) and its trace arrived at the quiz service after the
+client sent the answer (an older answer's trace, e.g. of a held snapshot read just
+after this answer's write, is not this one's), the trace's hops and the client's
+send -> quiz arrival go into ``top10_hops`` (wall clock ms, one machine). Every
+timed one of them whose event has a trace also splits its latency in two there:
+``send_emit`` (the client's send -> the consumer's emit of the room event) and
+``emit_client`` (the emit -> this client's receipt).
+
 Unmatched answers of either kind at the end are ``missing``: expected but never
 delivered. Broadcast completeness (every client got every snapshot of its
 session) is checked separately from the versions each client received.
@@ -31,6 +42,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+# Events whose hop trace is kept (an answer's reply may come after the event that
+# reflects it, so the newest few are looked at again when the reply arrives).
+_TRACES_KEPT = 8
 
 
 @dataclass(slots=True)
@@ -48,6 +63,7 @@ class Received:
     version: int
     my_score: int | None  # this player's score in the event's entries, None when absent
     tenth_score: int | None  # the 10th entry's score, None when fewer than 10 entries
+    trace: dict[str, int] | None = None  # the event's hop trace (the newest events only)
 
 
 @dataclass
@@ -61,6 +77,8 @@ class LeaderboardTracker:
     # The subset of answers whose reply ranked the player in the top 10: the ones
     # that change what the board shows (the others ride with a later snapshot).
     visible_ms: list[float] = field(default_factory=list)
+    # The hops of those answers whose own trace reached this client (ms, per hop name).
+    top10_hops: dict[str, list[float]] = field(default_factory=dict)
     pending: list[_Pending] = field(default_factory=list)
     by_method: dict[str, int] = field(default_factory=lambda: {"version": 0, "score": 0})
     skipped: int = 0  # accepted answers the score method cannot measure (wrong, or rank > 10)
@@ -74,15 +92,21 @@ class LeaderboardTracker:
                 my_score = e["score"]
                 break
         tenth = entries[9]["score"] if len(entries) >= 10 else None
-        ev = Received(t_mono, t_wall, int(payload["version"]), my_score, tenth)
+        trace = payload.get("trace")
+        ev = Received(
+            t_mono, t_wall, int(payload["version"]), my_score, tenth,
+            trace if isinstance(trace, dict) else None,
+        )  # fmt: skip
         self.events.append(ev)
+        if len(self.events) > _TRACES_KEPT:
+            self.events[-_TRACES_KEPT - 1].trace = None
         if self.pending:
             still = []
             for p in self.pending:
                 # An event decoded late (loadtests.client.Deferred) may have arrived
                 # before the answer was sent: only a later one can reflect it.
                 if ev.t_mono >= p.t_sent and _reflects(ev, p):
-                    self._timed(p, (t_mono - p.t_sent) * 1000.0)
+                    self._timed(p, ev)
                 else:
                     still.append(p)
             self.pending = still
@@ -99,14 +123,42 @@ class LeaderboardTracker:
         # The event may have come before the reply: look at what arrived since t_sent.
         for ev in self.events:
             if ev.t_mono >= t_sent and _reflects(ev, p):
-                self._timed(p, (ev.t_mono - t_sent) * 1000.0)
+                self._timed(p, ev)
                 return
         self.pending.append(p)
 
-    def _timed(self, p: _Pending, ms: float) -> None:
+    def _timed(self, p: _Pending, ev: Received) -> None:
+        ms = (ev.t_mono - p.t_sent) * 1000.0
         self.latencies_ms.append(ms)
-        if p.visible:
-            self.visible_ms.append(ms)
+        if not p.visible:
+            return
+        self.visible_ms.append(ms)
+        t = ev.trace
+        if t is None:
+            return
+        got = ev.t_wall * 1000.0
+        sent = got - ms  # the same instant on the wall clock
+        emitted = t.get("emitted_ms", 0)
+        if emitted > 0:  # every such answer: its wait for the room event, then the fan-out
+            self.top10_hops.setdefault("send_emit", []).append(emitted - sent)
+            self.top10_hops.setdefault("emit_client", []).append(got - emitted)
+        if p.version <= 0 or ev.version != p.version:
+            return  # the snapshot's trace is another answer's
+        if t.get("arrived_ms", 0) < sent - 1:
+            # An older answer's trace: its snapshot (held, say) was read after this
+            # answer's write, so it has this answer's version.
+            return
+        acked = t.get("acked_ms", 0)
+        for name, a, b in (
+            ("send_arrive", sent, t.get("arrived_ms", 0)),
+            ("arrive_commit", t.get("arrived_ms", 0), t.get("committed_ms", 0)),
+            ("commit_produce", t.get("committed_ms", 0), t.get("produced_ms", 0)),
+            ("produce_ack", t.get("produced_ms", 0), acked),
+            ("ack_read", acked or t.get("produced_ms", 0), t.get("read_ms", 0)),
+            ("read_emit", t.get("read_ms", 0), emitted),
+        ):
+            if a > 0 and b > 0:
+                self.top10_hops.setdefault(name, []).append(b - a)
 
     def outcome(self) -> dict[str, int]:
         """Counts: expected, delivered, missing, displaced (see the module docstring)."""

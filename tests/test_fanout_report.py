@@ -28,3 +28,23 @@ def test_budgets_and_the_table() -> None:
     table = "\n".join(hop_lines(result, {"many-rooms": {}}))
     assert "| many-rooms | n/a / n/a |" in table  # quiz hops not recorded
     assert "15.0 / 30" in table and "240 / 100" in table
+
+
+def test_the_top_10_answers_get_their_own_row_and_verdict() -> None:
+    r = scenario(240, read_emit=130, emit_client=60)
+    r["answer_to_leaderboard_top10_ms"] = {"p50": 40, "p99": 120}
+    r["hops_top10_ms"] = {
+        "send_arrive": {"p50": 2, "p99": 9, "count": 50},
+        "read_emit": {"p50": 4, "p99": 20, "count": 50},
+        "emit_client": {"p50": 30, "p99": 70, "count": 50},
+        "send_emit": {"p50": 10, "p99": 90, "count": 50},  # not a hop: never blamed
+    }
+    assert hop_verdict(r, 100).startswith("**read -> emitted** (130")
+    assert hop_verdict(r, 100, top10=True) == "**emitted -> at the client** (70 of 120 ms)"
+    table = "\n".join(hop_lines({"scenarios": {"many-rooms": r}}, {"many-rooms": {}}))
+    row = next(x for x in table.splitlines() if x.startswith("| many-rooms, top-10"))
+    assert row.startswith("| many-rooms, top-10 answers (50 traced) | 2 / 9 |")
+    assert "| 30 / 70 | 10 / 90 | 40 / 120 | 120 / 100 |" in row
+    # No traced top-10 answer: no row.
+    del r["hops_top10_ms"]
+    assert "| m, top-10" not in "\n".join(hop_lines({"scenarios": {"m": r}}, {"m": {}}))

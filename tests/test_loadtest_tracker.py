@@ -136,3 +136,55 @@ def test_a_late_decoded_event_from_before_the_answer_does_not_reflect_it() -> No
     assert t.pending and not t.latencies_ms
     t.on_leaderboard(board(6, {"me": 900}), 10.03, 0)
     assert [round(x) for x in t.latencies_ms] == [30]
+
+
+def test_a_top_10_answer_gets_the_hops_of_its_own_trace_only() -> None:
+    t = LeaderboardTracker("me")
+    trace = {
+        "arrived_ms": 100_004, "committed_ms": 100_010, "produced_ms": 100_012,
+        "acked_ms": 100_015, "read_ms": 100_018, "emitted_ms": 100_020,
+    }  # fmt: skip
+    # Sent at monotonic 10.0 = wall 100.000 s; the event is at 10.03 = wall 100.030 s.
+    t.on_answer(10.0, {"score": 900, "points": 900, "rank": 2, "version": 5})
+    t.on_leaderboard({**board(5, {"me": 900}), "trace": trace}, 10.03, 100.03)
+    hops = {k: [round(x) for x in v] for k, v in t.top10_hops.items()}
+    assert hops == {
+        "send_arrive": [4], "arrive_commit": [6], "commit_produce": [2], "produce_ack": [3],
+        "ack_read": [3], "read_emit": [2], "send_emit": [20], "emit_client": [10],
+    }  # fmt: skip
+    # A later version carries another answer's trace: only the split of the latency
+    # (send -> emitted, emitted -> client). An answer below the top 10 has nothing the
+    # others see: no hops. All are timed.
+    t.on_answer(11.0, {"score": 1800, "points": 900, "rank": 1, "version": 8})
+    later = {**trace, "arrived_ms": 101_006, "emitted_ms": 101_020}
+    t.on_leaderboard({**board(9, {"me": 1800}), "trace": later}, 11.03, 101.03)
+    t.on_answer(12.0, {"score": 10, "points": 10, "rank": 40, "version": 12})
+    t.on_leaderboard({**board(12, {}), "trace": trace}, 12.02, 102.02)
+    assert len(t.latencies_ms) == 3 and len(t.visible_ms) == 2
+    assert [round(x) for x in t.top10_hops["send_emit"]] == [20, 20]
+    assert [round(x) for x in t.top10_hops["emit_client"]] == [10, 10]
+    assert all(
+        len(v) == 1 for k, v in t.top10_hops.items() if k not in ("send_emit", "emit_client")
+    )
+
+
+def test_an_event_before_the_reply_still_lends_its_trace() -> None:
+    t = LeaderboardTracker("me")
+    trace = {"arrived_ms": 100_002, "read_ms": 100_010, "emitted_ms": 100_012}
+    t.on_leaderboard({**board(3, {"me": 700}), "trace": trace}, 5.015, 50.015)
+    for v in range(4, 20):  # old events lose their trace; the newest keep it
+        t.on_leaderboard(board(v, {"me": 700}), 9.0, 90.0)
+    assert t.events[0].trace is None and t.events[-1].trace is None
+    t.on_leaderboard({**board(20, {"me": 800}), "trace": trace}, 10.02, 100.02)
+    t.on_answer(10.0, {"score": 800, "points": 100, "rank": 1, "version": 20})
+    assert [round(x) for x in t.top10_hops["emit_client"]] == [8]
+    assert [round(x) for x in t.top10_hops["send_arrive"]] == [2]
+
+
+def test_an_older_answers_trace_in_the_answers_own_version_is_not_its_own() -> None:
+    t = LeaderboardTracker("me")
+    older = {"arrived_ms": 99_950, "read_ms": 99_960, "emitted_ms": 100_020}
+    t.on_answer(10.0, {"score": 900, "points": 900, "rank": 2, "version": 5})
+    t.on_leaderboard({**board(5, {"me": 900}), "trace": older}, 10.03, 100.03)
+    assert len(t.visible_ms) == 1
+    assert set(t.top10_hops) == {"send_emit", "emit_client"}  # the split, not the hops
