@@ -26,6 +26,8 @@ from services.common.auth import Caller
 from services.common.clock import now_ms
 from services.common.redis import board_key, board_version_key
 from services.common.settings import get_settings
+from services.quiz import answers as quiz_answers
+from services.quiz import outbox
 from services.quiz.answers import Answer, Outcome, Retry, score_batch
 from services.quiz.errors import QuizError
 from services.quiz.sessions import GRACE_MS
@@ -386,3 +388,30 @@ def test_a_rebuild_between_an_answers_board_write_and_its_commit_keeps_the_answe
 ) -> None:
     quiz, sid, players = live_game(http, api, 2)
     asyncio.run(_rebuild_between_board_write_and_commit(quiz, sid, players))
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+async def _pool_warms_every_connection() -> None:
+    assert {quiz_answers._READ, quiz_answers._WRITE, outbox._CLAIM_FRESH} <= set(db._HOT)
+    # A hot statement PostgreSQL cannot prepare fails the pool's start: every new
+    # connection prepares them all before it is handed out.
+    bad = db.hot("SELECT no_such_column FROM quiz_session")
+    try:
+        with pytest.raises(asyncpg.UndefinedColumnError):
+            await db.open_pool()
+    finally:
+        db._HOT.remove(bad)
+    await db.open_pool()
+    try:
+        pool = db.DB.pool
+        assert pool is not None and pool.get_size() >= get_settings().db_pool_min
+        async with db.connection() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await db.close_pool()
+
+
+def test_the_pool_opens_its_connections_warm(http: httpx.Client) -> None:
+    asyncio.run(_pool_warms_every_connection())

@@ -37,7 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     refresh_ttl_s: int = 14 * 24 * 3600
     # PEM of an Ed25519 private key; empty: a key file under run_dir/keys is used.
     jwt_private_key: str = ""
-    db_pool_min: int = 2
+    # Connections each process opens at start and keeps, each with its hot statements
+    # prepared (services/common/db.py): the quiz service's two answer lanes, its outbox
+    # relay and a request or two never wait for a new, cold connection.
+    db_pool_min: int = 4
     db_pool_max: int = 10
     log_level: str = "INFO"
     sio_max_connections: int = 20000

@@ -71,7 +71,8 @@ MAX_ATTEMPTS = 5
 
 _reply = msgspec.json.Decoder(AnswerResult)
 
-_READ = """
+_READ = db.hot(
+    """
 SELECT s.id IS NOT NULL AS found, sp.user_id IS NOT NULL AS joined,
        sp.score, sp.streak, sp.last_index, sp.nickname, sp.reached_ms,
        s.state, s.mode, s.current_index, s.question_opened_ms, s.deadline_ms, s.quiz_id,
@@ -83,6 +84,7 @@ LEFT JOIN handout h ON h.session_id = i.sid AND h.user_id = i.uid AND h.question
 LEFT JOIN answer a ON a.session_id = i.sid AND a.user_id = i.uid AND a.question_id = i.qid
 ORDER BY i.n
 """
+)
 
 # One array per column, one element per answer; $17 sessions whose board missed a
 # write (or got one that was not committed), $18 the SCORE_CHANGE topic; $19-$22:
@@ -96,7 +98,8 @@ ORDER BY i.n
 # write lands on the rebuilt board. The session rows are locked FOR KEY SHARE (which
 # only FOR UPDATE waits for), so the check sees a rebuild that committed while this
 # statement waited, and a rebuild waits for this statement's commit.
-_WRITE = """
+_WRITE = db.hot(
+    """
 WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::int[],
                        $7::bool[], $8::int[], $9::int[], $10::int[], $11::bigint[],
@@ -137,6 +140,7 @@ WITH i AS (
 SELECT ARRAY(SELECT id FROM player) AS written, ARRAY(SELECT id FROM event) AS outbox_ids,
        ARRAY(SELECT id FROM stale) AS stale
 """
+)
 
 # Ranks when Redis is down: from PostgreSQL's totals as this batch found them.
 _RANKS_IN_POSTGRES = """

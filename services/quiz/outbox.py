@@ -68,10 +68,12 @@ MAX_PENDING = 50_000
 ACK_WAIT_S = 7 * 24 * 3600.0
 SWEEP_LOCK = 0x5155495A4F42  # pg advisory lock id of the sweeper ("QUIZOB")
 
-_CLAIM_FRESH = """
+_CLAIM_FRESH = db.hot(
+    """
 UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[]) AND sent_at IS NULL
 RETURNING id, topic, key, payload
 """
+)
 _CLAIM_OLD = """
 SELECT id, topic, key, payload FROM outbox
 WHERE sent_at IS NULL AND created_at < now() - make_interval(secs => $1)
