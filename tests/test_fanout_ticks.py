@@ -287,6 +287,36 @@ async def test_below_the_budget_a_top_10_change_waits_only_for_its_own_tick() ->
     await t.stop()
 
 
+async def test_a_held_snapshot_waits_for_room_in_the_budget_a_top_10_change_does_not() -> None:
+    b = Boards()
+    # A budget of 1,000 deliveries a second (the bucket holds one second of them).
+    t = ticks(b, deliveries_per_s=1000, hold_s=0.05)
+    b.change("h", [("x", 1)], players=600)
+    t.mark("h", 1, change=Change.TOP)
+    b.change("c", [("y", 1)], players=300)
+    t.mark("c", 1, change=Change.TOP)
+    await settle(t)  # 900 of the 1,000 taken
+    # Answers below h's top 10: its snapshot is held, then due (quiet), but the bucket
+    # lacks its 600 deliveries; meanwhile c's top 10 changes.
+    b.change("h", [("x", 1)], players=601)
+    held = time.monotonic()
+    t.mark("h", 2, change=Change.BELOW)
+    await asyncio.sleep(0.1)
+    b.change("c", [("y", 2)], players=300)
+    marked = time.monotonic()
+    t.mark("c", 2, change=Change.TOP)
+    while b.versions("c") != [1, 2]:  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    assert b.sent[-1][0] - marked < 0.03, "the changed top 10 went at once"
+    assert b.versions("h") == [1], "the held one waits for room in the bucket"
+    await settle(t)
+    assert b.versions("h") == [1, 2], "and then goes: the final snapshot is never dropped"
+    went = next(at for at, snap, _ in b.sent if snap.session_id == "h" and snap.version == 2)
+    assert went - held > 0.5, went - held  # ~0.8 s: the bucket refilled to 600
+    assert t.budget.tokens >= -1, "a held snapshot never put the bucket in debt"
+    await t.stop()
+
+
 def test_the_delivery_budget_lets_a_room_out_after_a_quiet_spell_then_keeps_its_rate() -> None:
     now = [100.0]
     budget = DeliveryBudget(20_000, 0.25, lambda: now[0])  # holds 5,000 deliveries
@@ -302,6 +332,11 @@ def test_the_delivery_budget_lets_a_room_out_after_a_quiet_spell_then_keeps_its_
         now[0] += budget.reserve(1_000)
     assert now[0] - start == pytest.approx(20.0)
     assert budget.waits == 401
+    # What a held snapshot asks (it waits for room instead of taking it): nothing taken.
+    assert budget.until_room(1_000) == pytest.approx(0.1)  # 1,000 in debt, 1,000 needed
+    now[0] += 0.1
+    assert budget.until_room(1_000) == pytest.approx(0.0)
+    assert budget.until_room(99_999) == pytest.approx(0.2), "at most a full bucket"
 
 
 async def test_a_failed_send_is_retried_and_offsets_wait_for_every_session() -> None:

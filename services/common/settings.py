@@ -55,7 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     leaderboard_hold_ticks: int = 5
     # Overload guard only: room deliveries per second (a broadcast to a room of N
     # players is N deliveries) past which broadcasts wait their turn (a token bucket
-    # holding a quarter of a second of them; below it no session waits for another).
+    # holding one second of them; below it no session waits for another; a held,
+    # unchanged top 10 waits for room in it, never taking from a changed one).
     # 16,000 by measurement (docs/benchmarks.md): stadium-5000 at the pace it had
     # before the bucket (3.1-3.3 broadcasts a second); 20,000 gave it 4.0 and 30 %
     # more deliveries, and the answers' round trips queued behind them.
