@@ -21,9 +21,10 @@ token bucket of room deliveries (a broadcast to N players is N) that lets one
 second's worth through at once and has broadcasts beyond it wait their turn.
 Below the budget no session ever waits for another; above it every session's
 broadcasts are spaced out alike, at the budget's rate. A held snapshot (an unchanged
-top 10: nothing new for any player) never puts the bucket in debt: it waits until
-the bucket has its deliveries, so a top 10 that changes finds the budget's room and
-never waits behind one. (A quarter-second bucket made a stadium's burst of top-10
+top 10: nothing new for any player) waits until the bucket holds its deliveries (a
+full bucket, for a room larger than it), so it does not put the bucket in debt and a
+top 10 that changes never waits behind one; under sustained overload held snapshots
+are the ones that wait. (A quarter-second bucket made a stadium's burst of top-10
 changes at a question's start wait up to 36 ms for the budget.)
 
 ``OffsetLedger``: a fetched batch of records may be committed once every session it
@@ -226,9 +227,9 @@ class SessionTicks:
                 if due > 0:
                     await _until_marked(st, due)
                     continue
-                # A held snapshot shows no player anything new: it goes only with room
-                # to spare in the budget, never into debt, so a top 10 that changes
-                # never waits behind one.
+                # A held snapshot shows no player anything new: it goes only once the
+                # bucket holds its deliveries, so a top 10 that changes never waits
+                # behind one.
                 due = self.budget.until_room(st.players)
                 if due > 0:
                     await _until_marked(st, due)
