@@ -20,7 +20,7 @@ import msgspec
 from loadtests.client import Deferred, HttpConn, SioSocket
 from loadtests.playercore import Retry, join_reply, retry_after_s
 from loadtests.scenarios import Scenario, correct_choice
-from loadtests.tracker import LeaderboardTracker
+from loadtests.tracker import LeaderboardTracker, add_hop, server_hops
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Stats:
     # Latency budget per hop (ms): the trace of each snapshot (once per session and
     # version in this process) and, per receipt, the emit -> this client hop.
     hops: dict[str, list[float]] = field(default_factory=dict)
+    # The same for the answers that ranked in the top 10 (each player's tracker adds to it).
+    top10_hops: dict[str, list[float]] = field(default_factory=dict)
     traced: set[tuple[str, int]] = field(default_factory=set)
 
     def on_trace(self, data: dict, t_wall: float) -> None:
@@ -46,30 +48,20 @@ class Stats:
         if not trace:
             return
         got = t_wall * 1000.0
-        _hop(self.hops, "emit_client", trace.get("emitted_ms", 0), got)
+        add_hop(self.hops, "emit_client", trace.get("emitted_ms", 0), got)
         key = (data["session_id"], data["version"])
         if key in self.traced:
             return
         self.traced.add(key)
-        acked = trace.get("acked_ms", 0)
         for name, a, b in (
-            ("arrive_commit", trace.get("arrived_ms", 0), trace.get("committed_ms", 0)),
-            ("commit_produce", trace.get("committed_ms", 0), trace.get("produced_ms", 0)),
-            ("produce_ack", trace.get("produced_ms", 0), acked),
-            ("ack_read", acked or trace.get("produced_ms", 0), trace.get("read_ms", 0)),
-            ("read_emit", trace.get("read_ms", 0), trace.get("emitted_ms", 0)),
+            *server_hops(trace),
             ("arrive_client", trace.get("arrived_ms", 0), got),
         ):
-            _hop(self.hops, name, a, b)
+            add_hop(self.hops, name, a, b)
 
     def error(self, what: str) -> None:
         if len(self.errors) < 20:
             self.errors.append(what)
-
-
-def _hop(hops: dict[str, list[float]], name: str, start: float, end: float) -> None:
-    if start > 0 and end > 0:
-        hops.setdefault(name, []).append(end - start)
 
 
 class Player:
@@ -97,7 +89,7 @@ class Player:
         self.sock = SioSocket(self._on_event, deferred)
         self.token = ""
         self.user_id = ""
-        self.tracker = LeaderboardTracker("")
+        self.tracker = LeaderboardTracker("", top10_hops=stats.top10_hops)
         self.answered: set[str] = set()
         self.ended = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()

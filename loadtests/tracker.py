@@ -48,6 +48,25 @@ from typing import Any
 _TRACES_KEPT = 8
 
 
+def add_hop(hops: dict[str, list[float]], name: str, start: float, end: float) -> None:
+    """One sample of hop ``name`` (ms), when both ends were recorded (0 = not)."""
+    if start > 0 and end > 0:
+        hops.setdefault(name, []).append(end - start)
+
+
+def server_hops(t: dict[str, int]) -> tuple[tuple[str, int, int], ...]:
+    """The hops of a ``HopTrace`` (as received) from the quiz service's arrival to the
+    consumer's emit: (name, start, end) wall clock ms, 0 where not recorded."""
+    acked = t.get("acked_ms", 0)
+    return (
+        ("arrive_commit", t.get("arrived_ms", 0), t.get("committed_ms", 0)),
+        ("commit_produce", t.get("committed_ms", 0), t.get("produced_ms", 0)),
+        ("produce_ack", t.get("produced_ms", 0), acked),
+        ("ack_read", acked or t.get("produced_ms", 0), t.get("read_ms", 0)),
+        ("read_emit", t.get("read_ms", 0), t.get("emitted_ms", 0)),
+    )
+
+
 @dataclass(slots=True)
 class _Pending:
     t_sent: float
@@ -77,7 +96,8 @@ class LeaderboardTracker:
     # The subset of answers whose reply ranked the player in the top 10: the ones
     # that change what the board shows (the others ride with a later snapshot).
     visible_ms: list[float] = field(default_factory=list)
-    # The hops of those answers whose own trace reached this client (ms, per hop name).
+    # The hops of those answers (ms, per hop name; the bench passes one dict shared by
+    # the players of a process).
     top10_hops: dict[str, list[float]] = field(default_factory=dict)
     pending: list[_Pending] = field(default_factory=list)
     by_method: dict[str, int] = field(default_factory=lambda: {"version": 0, "score": 0})
@@ -139,26 +159,17 @@ class LeaderboardTracker:
         got = ev.t_wall * 1000.0
         sent = got - ms  # the same instant on the wall clock
         emitted = t.get("emitted_ms", 0)
-        if emitted > 0:  # every such answer: its wait for the room event, then the fan-out
-            self.top10_hops.setdefault("send_emit", []).append(emitted - sent)
-            self.top10_hops.setdefault("emit_client", []).append(got - emitted)
+        # Every such answer: its wait for the room event, then the fan-out.
+        add_hop(self.top10_hops, "send_emit", sent, emitted)
+        add_hop(self.top10_hops, "emit_client", emitted, got)
         if p.version <= 0 or ev.version != p.version:
             return  # the snapshot's trace is another answer's
         if t.get("arrived_ms", 0) < sent - 1:
             # An older answer's trace: its snapshot (held, say) was read after this
             # answer's write, so it has this answer's version.
             return
-        acked = t.get("acked_ms", 0)
-        for name, a, b in (
-            ("send_arrive", sent, t.get("arrived_ms", 0)),
-            ("arrive_commit", t.get("arrived_ms", 0), t.get("committed_ms", 0)),
-            ("commit_produce", t.get("committed_ms", 0), t.get("produced_ms", 0)),
-            ("produce_ack", t.get("produced_ms", 0), acked),
-            ("ack_read", acked or t.get("produced_ms", 0), t.get("read_ms", 0)),
-            ("read_emit", t.get("read_ms", 0), emitted),
-        ):
-            if a > 0 and b > 0:
-                self.top10_hops.setdefault(name, []).append(b - a)
+        for name, a, b in (("send_arrive", sent, t.get("arrived_ms", 0)), *server_hops(t)):
+            add_hop(self.top10_hops, name, a, b)
 
     def outcome(self) -> dict[str, int]:
         """Counts: expected, delivered, missing, displaced (see the module docstring)."""

@@ -21,7 +21,6 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -34,15 +33,6 @@ from loadtests.scenarios import Scenario
 def send(event: str, **data: Any) -> None:
     sys.stdout.buffer.write(msgspec.json.encode({"event": event, **data}) + b"\n")
     sys.stdout.buffer.flush()
-
-
-def _merged(parts: Iterable[dict[str, list[float]]]) -> dict[str, list[float]]:
-    """Lists of samples by name, concatenated."""
-    out: dict[str, list[float]] = {}
-    for part in parts:
-        for name, xs in part.items():
-            out.setdefault(name, []).extend(xs)
-    return out
 
 
 class Worker:
@@ -182,7 +172,7 @@ class Worker:
             a2l_ms=[x for p in self.players for x in p.tracker.latencies_ms],
             a2l_visible_ms=[x for p in self.players for x in p.tracker.visible_ms],
             hops_ms=st.hops,
-            top10_hops_ms=_merged(p.tracker.top10_hops for p in self.players),
+            top10_hops_ms=st.top10_hops,
             outcome=outcome,
             events_delivered=delivered,
             events_expected=expected,

@@ -108,11 +108,14 @@ class DeliveryBudget:
         self._at = clock()
         self.waits = 0
 
-    def reserve(self, deliveries: int) -> float:
-        """Take ``deliveries`` now; returns how long to wait before sending them."""
+    def _refill(self) -> None:
         now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._at) * self.rate)
         self._at = now
+
+    def reserve(self, deliveries: int) -> float:
+        """Take ``deliveries`` now; returns how long to wait before sending them."""
+        self._refill()
         wait = max(0.0, -self.tokens) / self.rate
         self.tokens -= deliveries
         if wait > 0:
@@ -121,9 +124,8 @@ class DeliveryBudget:
 
     def until_room(self, deliveries: int) -> float:
         """How long until the bucket holds ``deliveries`` (0: now), taking nothing."""
-        now = self.clock()
-        tokens = min(self.capacity, self.tokens + (now - self._at) * self.rate)
-        return max(0.0, min(deliveries, self.capacity) - tokens) / self.rate
+        self._refill()
+        return max(0.0, min(deliveries, self.capacity) - self.tokens) / self.rate
 
     def give_back(self, deliveries: int) -> None:
         """Deliveries reserved and not sent (negative: sent and not reserved)."""
