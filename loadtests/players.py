@@ -20,7 +20,7 @@ import msgspec
 from loadtests.client import Deferred, HttpConn, SioSocket
 from loadtests.playercore import Retry, join_reply, retry_after_s
 from loadtests.scenarios import Scenario, correct_choice
-from loadtests.tracker import LeaderboardTracker, add_hop, server_hops
+from loadtests.tracker import LeaderboardTracker, SentAnswer, add_hop, in_top10, server_hops
 
 
 @dataclass
@@ -42,6 +42,9 @@ class Stats:
     # The same for the answers that ranked in the top 10 (each player's tracker adds to it).
     top10_hops: dict[str, list[float]] = field(default_factory=dict)
     traced: set[tuple[str, int]] = field(default_factory=set)
+    # The answers whose reply carries a version and ranked in the top 10, to be timed
+    # at every other player (loadtests.tracker.at_others).
+    top10_sent: list[SentAnswer] = field(default_factory=list)
 
     def on_trace(self, data: dict, t_wall: float) -> None:
         trace = data.get("trace")
@@ -176,7 +179,11 @@ class Player:
         st.accepted += 1
         st.rtt_ms.append((t1 - t0) * 1000.0)
         st.replies_wall.append((index, t_wall, t_wall + (t1 - t0)))
-        self.tracker.on_answer(t0, msgspec.json.decode(body))
+        reply = msgspec.json.decode(body)
+        self.tracker.on_answer(t0, reply)
+        version = int(reply.get("version") or 0)
+        if version > 0 and in_top10(reply):
+            st.top10_sent.append((self.session_id, version, t_wall, self.user_id))
 
     async def play_self_paced(self) -> None:
         """Self-paced: ask for the next question, think, answer; until none is left."""

@@ -157,6 +157,10 @@ def derived(result: dict) -> dict[str, dict]:
         if name == "stadium":
             checks["a2l p99 <= 1.5 x bare emit"] = _le(d["a2l_p99_vs_bare_emit"], 1.5)
             checks["a2l p50 <= 0.7 x bare emit"] = _le(ratio(a2l["p50"], emit_last), 0.7)
+        # The answers that change what the others see, timed where they see it.
+        others = r.get("answer_to_leaderboard_top10_others_ms") or {}
+        for pct, limit, label in _a2l_limits(name, emit_last) if others.get("count") else ():
+            checks[f"top-10 answers at the others: {pct} <= {label}"] = _le(others[pct], limit)
         if name == "many-rooms":
             checks["0 failed joins"] = r.get("players_failed", 0) == 0
         if name == "stadium-5000":
@@ -186,6 +190,18 @@ def derived(result: dict) -> dict[str, dict]:
         d["checks"] = checks
         out[name] = d
     return out
+
+
+def _a2l_limits(name: str, emit_last: float | None) -> list[tuple[str, float, str]]:
+    """The issue's answer->leaderboard targets of a scenario: (percentile, ms, as said)."""
+    if name == "many-rooms":
+        return [("p99", 100.0, "100 ms"), ("p50", 30.0, "30 ms")]
+    if name == "stadium" and emit_last:
+        return [
+            ("p99", 1.5 * emit_last, "1.5 x bare emit"),
+            ("p50", 0.7 * emit_last, "0.7 x bare emit"),
+        ]
+    return []
 
 
 def _le(a: float | None, b: float) -> bool | None:
@@ -352,20 +368,22 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
         "",
         "| scenario | players (sessions) | answers accepted | answers/s | round trip p50/p95/p99"
         " ms | answer->leaderboard p50/p95/p99 ms (timed) | same, answers that entered the"
-        " top 10 | events delivered/expected |"
+        " top 10 | same, at every other player of the session | events delivered/expected |"
         " broadcasts /session/s | disconnects | socket.io RSS MB per 1000 sockets"
         " (total / added) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result.get("scenarios", {}).items():
         d = der[name]
         a2l = r["answer_to_leaderboard_ms"]
         top10 = r.get("answer_to_leaderboard_top10_ms") or {}
+        others = r.get("answer_to_leaderboard_top10_others_ms") or {}
         lines.append(
             f"| {name} | {r['players_connected']} ({r['config']['sessions']}) |"
             f" {r['answers_accepted']}/{r['answers_sent']} | {_f(d['answers_per_s'])} |"
             f" {_trip(r['answer_rtt_ms'])} | {_trip(a2l)} ({a2l['count']}) |"
             f" {_trip(top10)} ({top10.get('count', 0)}) |"
+            f" {_trip(others)} ({others.get('count', 0)}) |"
             f" {r['leaderboard_events_delivered']}/{r['leaderboard_events_expected']}"
             f" ({_f(r['leaderboard_delivery_pct'])}%) | {_f(r['broadcasts_per_session_per_s'])}"
             f" | {r['disconnects']} | {_f(r.get('sio_rss_mb_per_1000_sockets'))} /"
@@ -534,9 +552,11 @@ def summary_text(result: dict, der: dict[str, dict]) -> str:
             + ("all checks met" if not failed else "MISSED: " + ", ".join(failed))
         )
         top10 = r.get("answer_to_leaderboard_top10_ms") or {}
+        others = r.get("answer_to_leaderboard_top10_others_ms") or {}
         lines.append(
             f"{'':11} top-10 answers a2l p50/p99 {_f(top10.get('p50'))}/{_f(top10.get('p99'))}"
-            f" ms; players in {_f(r.get('join_s'))} s; question fan-out p99"
+            f" ms (at the other players {_f(others.get('p50'))}/{_f(others.get('p99'))}"
+            f" ms); players in {_f(r.get('join_s'))} s; question fan-out p99"
             f" {_f(r['question_fanout_lag_ms']['p99'])} ms; socket.io"
             f" {_f((r.get('cpu_per_unit') or {}).get('sio_us_per_delivery'))} us/delivery;"
             f" hops: {hop_verdict(r, a2l_budget_ms(name, d))}; top-10 answers' hops:"

@@ -123,7 +123,12 @@ async def run_scenario(
         for r in drained:
             for s, vs in r["versions"].items():
                 union.setdefault(s, set()).update(vs)
-        results = await pool.ask("audit", "result", union={s: sorted(v) for s, v in union.items()})
+        results = await pool.ask(
+            "audit",
+            "result",
+            union={s: sorted(v) for s, v in union.items()},
+            top10_sent=[a for r in drained for a in r.get("top10_sent", [])],
+        )
         out = merge(sc, results, ready, union, t_setup, t_play_end - t_play, len(sessions))
         out["join_s"] = round(join_s, 1)
         return out
@@ -236,6 +241,10 @@ def merge(
         "answer_to_leaderboard_ms": summary(x for r in results for x in r["a2l_ms"]),
         "answer_to_leaderboard_top10_ms": summary(
             x for r in results for x in r.get("a2l_visible_ms", [])
+        ),
+        # The same answers at every other player of their session (tracker.at_others).
+        "answer_to_leaderboard_top10_others_ms": summary(
+            x for r in results for x in r.get("a2l_visible_others_ms", [])
         ),
         "hops_ms": {
             hop: summary(x for r in results for x in r.get("hops_ms", {}).get(hop, []))

@@ -33,6 +33,14 @@ timed one of them whose event has a trace also splits its latency in two there:
 ``send_emit`` (the client's send -> the consumer's emit of the room event) and
 ``emit_client`` (the emit -> this client's receipt).
 
+The same answers are also timed at every *other* player of their session
+(``at_others``): from the sender's start (wall clock) to each other client's receipt
+of the first event whose version is at least the answer's. The sender's own receipt
+is one sample per answer, at a random place in the room's fan-out; the others give
+one per answer and player, the issue's "answer -> leaderboard at the other players"
+itself, whose p99 is not the second-worst of a hundred answers. Wall clocks of the
+generator's processes are compared there (one machine, one clock).
+
 Unmatched answers of either kind at the end are ``missing``: expected but never
 delivered. Broadcast completeness (every client got every snapshot of its
 session) is checked separately from the versions each client received.
@@ -40,6 +48,9 @@ session) is checked separately from the versions each client received.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +76,11 @@ def server_hops(t: dict[str, int]) -> tuple[tuple[str, int, int], ...]:
         ("ack_read", acked or t.get("produced_ms", 0), t.get("read_ms", 0)),
         ("read_emit", t.get("read_ms", 0), t.get("emitted_ms", 0)),
     )
+
+
+def in_top10(reply: dict[str, Any]) -> bool:
+    """The answer's reply ranked its player in the top 10 (what the others see)."""
+    return int(reply.get("rank") or 99) <= 10
 
 
 @dataclass(slots=True)
@@ -138,7 +154,7 @@ class LeaderboardTracker:
         if version <= 0 and not (reply.get("points", 0) > 0 and reply.get("rank", 99) <= 10):
             self.skipped += 1
             return
-        p = _Pending(t_sent, version, score, int(reply.get("rank") or 99) <= 10)
+        p = _Pending(t_sent, version, score, in_top10(reply))
         self.by_method["version" if version > 0 else "score"] += 1
         # The event may have come before the reply: look at what arrived since t_sent.
         for ev in self.events:
@@ -204,3 +220,35 @@ def _reflects(ev: Received, p: _Pending) -> bool:
     if p.version > 0:
         return ev.version >= p.version
     return ev.my_score is not None and ev.my_score >= p.score
+
+
+# A top-10 answer, as ``at_others`` takes it: (session id, board version, wall clock
+# second its sender started sending it, the sender's user id).
+SentAnswer = tuple[str, int, float, str]
+
+
+def at_others(
+    answers: Iterable[SentAnswer], trackers: Iterable[tuple[str, LeaderboardTracker]]
+) -> list[float]:
+    """Answer -> leaderboard (ms) at every other player: for each answer and each
+    tracker (with its session id) of the answer's session but not its sender, the
+    first receipt of an event of at least the answer's version, after the send."""
+    by_session: dict[str, list[tuple[str, list[int], list[float], bool]]] = {}
+    for sid, t in trackers:
+        versions = [e.version for e in t.events]  # in arrival order
+        walls = [e.t_wall for e in t.events]
+        ordered = all(a <= b for a, b in itertools.pairwise(versions))
+        by_session.setdefault(sid, []).append((t.user_id, versions, walls, ordered))
+    out: list[float] = []
+    for sid, version, t_sent, sender in answers:
+        for uid, versions, walls, ordered in by_session.get(sid, ()):
+            if uid == sender:
+                continue
+            # Events come in version order (the server's promise; checked elsewhere),
+            # so the first one of at least this version is found by bisection.
+            i = bisect.bisect_left(versions, version) if ordered else 0
+            for k in range(i, len(versions)):
+                if versions[k] >= version and walls[k] >= t_sent:
+                    out.append(round((walls[k] - t_sent) * 1000.0, 2))
+                    break
+    return out

@@ -28,6 +28,7 @@ import msgspec
 from loadtests.client import Deferred, HttpConn, SioSocket
 from loadtests.players import Player, Stats
 from loadtests.scenarios import Scenario
+from loadtests.tracker import at_others
 
 
 def send(event: str, **data: Any) -> None:
@@ -126,9 +127,17 @@ class Worker:
             union.setdefault(p.session_id, set()).update(
                 p.tracker.versions_after(self.v0.get(p.session_id, 0))
             )
-        send("drained", versions={s: sorted(v) for s, v in union.items()})
+        send(
+            "drained",
+            versions={s: sorted(v) for s, v in union.items()},
+            top10_sent=self.stats.top10_sent,
+        )
 
-    async def cmd_audit(self, union: dict[str, list[int]]) -> None:
+    async def cmd_audit(
+        self, union: dict[str, list[int]], top10_sent: list[list[Any]] | None = None
+    ) -> None:
+        """Every client's versions against its session's union; the raw measurements.
+        ``top10_sent``: every worker's top-10 answers, timed here at these players."""
         self.deferred.flush()
         want = {s: set(v) for s, v in union.items()}
         st = self.stats
@@ -171,6 +180,10 @@ class Worker:
             replies_wall=st.replies_wall,
             a2l_ms=[x for p in self.players for x in p.tracker.latencies_ms],
             a2l_visible_ms=[x for p in self.players for x in p.tracker.visible_ms],
+            a2l_visible_others_ms=at_others(
+                ((a[0], a[1], a[2], a[3]) for a in top10_sent or ()),
+                ((p.session_id, p.tracker) for p in self.players),
+            ),
             hops_ms=st.hops,
             top10_hops_ms=st.top10_hops,
             outcome=outcome,

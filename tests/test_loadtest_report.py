@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def _scenario(name: str, a2l_p99: float, delivered: int, expected: int) -> dict:
 
 
 def test_report_checks_targets_and_writes_every_file(tmp_path: Path) -> None:
-    result = {
+    result: dict[str, Any] = {
         "command": "just bench",
         "started": "now",
         "machine": {
@@ -97,6 +98,19 @@ def test_report_checks_targets_and_writes_every_file(tmp_path: Path) -> None:
     assert checks["a2l p99 <= 100 ms"] is False
     assert checks["a2l p50 <= 30 ms"] is True
     assert checks["100% events delivered"] is False
+    assert not any(k.startswith("top-10") for k in checks)  # not timed at the others
+    others = {"count": 900, "p50": 31.0, "p95": 60.0, "p99": 90.0, "max": 95.0}
+    result["scenarios"]["many-rooms"]["answer_to_leaderboard_top10_others_ms"] = others
+    checks = derived(result)["many-rooms"]["checks"]
+    assert checks["top-10 answers at the others: p99 <= 100 ms"] is True
+    assert checks["top-10 answers at the others: p50 <= 30 ms"] is False
+    result["scenarios"]["stadium"] = {
+        **_scenario("stadium", 90.0, 100, 100),
+        "answer_to_leaderboard_top10_others_ms": others,
+    }
+    checks = derived(result)["stadium"]["checks"]  # the bare emit to 100: 40 ms
+    assert checks["top-10 answers at the others: p99 <= 1.5 x bare emit"] is False
+    assert checks["top-10 answers at the others: p50 <= 0.7 x bare emit"] is False
     paths = write_reports(result, tmp_path)
     assert json.loads((tmp_path / "bench.json").read_text())["derived"]
     assert "| many-rooms |" in (tmp_path / "bench.md").read_text()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from loadtests.client import _frame, _xor
 from loadtests.stats import percentile, summary
-from loadtests.tracker import LeaderboardTracker
+from loadtests.tracker import LeaderboardTracker, at_others
 
 
 def board(version: int, scores: dict[str, int]) -> dict:
@@ -188,3 +190,25 @@ def test_an_older_answers_trace_in_the_answers_own_version_is_not_its_own() -> N
     t.on_leaderboard({**board(5, {"me": 900}), "trace": older}, 10.03, 100.03)
     assert len(t.visible_ms) == 1
     assert set(t.top10_hops) == {"send_emit", "emit_client"}  # the split, not the hops
+
+
+def test_a_top_10_answer_is_timed_at_every_other_player_of_its_session() -> None:
+    def player(uid: str, *events: tuple[int, float]) -> LeaderboardTracker:
+        t = LeaderboardTracker(uid)
+        for version, t_wall in events:
+            t.on_leaderboard(board(version, {uid: 0}), t_wall, t_wall)
+        return t
+
+    trackers = [
+        ("s1", player("me", (5, 100.030))),  # the sender: not timed here
+        ("s1", player("a", (4, 100.005), (6, 100.020))),  # coalesced past 5
+        ("s1", player("b", (5, 100.040), (6, 100.045))),
+        ("s1", player("late", (6, 100.050), (5, 100.100))),  # out of order: first receipt
+        ("s1", player("never", (4, 100.010))),  # never got it: not a sample
+        ("s2", player("other room", (9, 100.001))),
+    ]
+    got = at_others([("s1", 5, 100.0, "me")], trackers)
+    assert sorted(round(x) for x in got) == [20, 40, 50]
+    # An event received before the send cannot reflect it: the next one may.
+    got = at_others([("s1", 5, 100.045, "me")], trackers)
+    assert sorted(got) == [pytest.approx(0, abs=0.01), pytest.approx(5, abs=0.01)]
