@@ -219,6 +219,13 @@ def _f(x: object, unit: str = "") -> str:
     return f"{x}{unit}"
 
 
+def _at_p99(s: dict) -> str:
+    """How many answers the p99 of samples at the other players rests on."""
+    if not s.get("answers"):
+        return ""
+    return f"; p99 set by {s.get('answers_at_p99', 0)} of {s['answers']} answers"
+
+
 def _trip(s: dict) -> str:
     return " / ".join(_f(s.get(k)) for k in ("p50", "p95", "p99"))
 
@@ -383,7 +390,7 @@ def markdown(result: dict, der: dict[str, dict]) -> str:
             f" {r['answers_accepted']}/{r['answers_sent']} | {_f(d['answers_per_s'])} |"
             f" {_trip(r['answer_rtt_ms'])} | {_trip(a2l)} ({a2l['count']}) |"
             f" {_trip(top10)} ({top10.get('count', 0)}) |"
-            f" {_trip(others)} ({others.get('count', 0)}) |"
+            f" {_trip(others)} ({others.get('count', 0)}{_at_p99(others)}) |"
             f" {r['leaderboard_events_delivered']}/{r['leaderboard_events_expected']}"
             f" ({_f(r['leaderboard_delivery_pct'])}%) | {_f(r['broadcasts_per_session_per_s'])}"
             f" | {r['disconnects']} | {_f(r.get('sio_rss_mb_per_1000_sockets'))} /"
@@ -556,7 +563,7 @@ def summary_text(result: dict, der: dict[str, dict]) -> str:
         lines.append(
             f"{'':11} top-10 answers a2l p50/p99 {_f(top10.get('p50'))}/{_f(top10.get('p99'))}"
             f" ms (at the other players {_f(others.get('p50'))}/{_f(others.get('p99'))}"
-            f" ms); players in {_f(r.get('join_s'))} s; question fan-out p99"
+            f" ms{_at_p99(others)}); players in {_f(r.get('join_s'))} s; question fan-out p99"
             f" {_f(r['question_fanout_lag_ms']['p99'])} ms; socket.io"
             f" {_f((r.get('cpu_per_unit') or {}).get('sio_us_per_delivery'))} us/delivery;"
             f" hops: {hop_verdict(r, a2l_budget_ms(name, d))}; top-10 answers' hops:"

@@ -27,6 +27,7 @@ from loadtests.host import Host
 from loadtests.pool import WorkerPool
 from loadtests.scenarios import Scenario
 from loadtests.stats import summary
+from loadtests.tracker import at_others_summary
 
 Say = Callable[[str], None]
 
@@ -242,10 +243,9 @@ def merge(
         "answer_to_leaderboard_top10_ms": summary(
             x for r in results for x in r.get("a2l_visible_ms", [])
         ),
-        # The same answers at every other player of their session (tracker.at_others).
-        "answer_to_leaderboard_top10_others_ms": summary(
-            x for r in results for x in r.get("a2l_visible_others_ms", [])
-        ),
+        # The same answers at every other player of their session (tracker.at_others:
+        # every worker got the same answers in the same order, one list each).
+        "answer_to_leaderboard_top10_others_ms": at_others_summary(_per_answer(results)),
         "hops_ms": {
             hop: summary(x for r in results for x in r.get("hops_ms", {}).get(hop, []))
             for hop in HOPS
@@ -276,6 +276,13 @@ def merge(
             "answer_rtt_ms": [round(x, 2) for r in results for x in r["rtt_ms"]],
         },
     }
+
+
+def _per_answer(results: list[dict]) -> list[list[float]]:
+    """Each top-10 answer's samples at the other players, from every worker."""
+    lists = [r.get("a2l_visible_others_ms", []) for r in results]
+    n = min((len(x) for x in lists), default=0)
+    return [[v for x in lists for v in x[i]] for i in range(n)]
 
 
 def _peak_per_second(times: list[float]) -> int | None:

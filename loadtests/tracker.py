@@ -38,7 +38,8 @@ The same answers are also timed at every *other* player of their session
 of the first event whose version is at least the answer's. The sender's own receipt
 is one sample per answer, at a random place in the room's fan-out; the others give
 one per answer and player, the issue's "answer -> leaderboard at the other players"
-itself, whose p99 is not the second-worst of a hundred answers. Wall clocks of the
+itself. Its p99 still rests on the few slowest answers, each at every receiver's
+place in the fan-out (``at_others_summary`` counts them). Wall clocks of the
 generator's processes are compared there (one machine, one clock).
 
 Unmatched answers of either kind at the end are ``missing``: expected but never
@@ -53,6 +54,8 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from loadtests.stats import summary
 
 # Events whose hop trace is kept (an answer's reply may come after the event that
 # reflects it, so the newest few are looked at again when the reply arrives).
@@ -229,18 +232,21 @@ SentAnswer = tuple[str, int, float, str]
 
 def at_others(
     answers: Iterable[SentAnswer], trackers: Iterable[tuple[str, LeaderboardTracker]]
-) -> list[float]:
-    """Answer -> leaderboard (ms) at every other player: for each answer and each
-    tracker (with its session id) of the answer's session but not its sender, the
-    first receipt of an event of at least the answer's version, after the send."""
+) -> list[list[float]]:
+    """Answer -> leaderboard (ms) at every other player, one list per answer (in the
+    answers' order): for each tracker (with its session id) of the answer's session but
+    not its sender, the first receipt of an event of at least the answer's version,
+    after the send."""
     by_session: dict[str, list[tuple[str, list[int], list[float], bool]]] = {}
     for sid, t in trackers:
         versions = [e.version for e in t.events]  # in arrival order
         walls = [e.t_wall for e in t.events]
         ordered = all(a <= b for a, b in itertools.pairwise(versions))
         by_session.setdefault(sid, []).append((t.user_id, versions, walls, ordered))
-    out: list[float] = []
+    out: list[list[float]] = []
     for sid, version, t_sent, sender in answers:
+        mine: list[float] = []
+        out.append(mine)
         for uid, versions, walls, ordered in by_session.get(sid, ()):
             if uid == sender:
                 continue
@@ -249,6 +255,19 @@ def at_others(
             i = bisect.bisect_left(versions, version) if ordered else 0
             for k in range(i, len(versions)):
                 if versions[k] >= version and walls[k] >= t_sent:
-                    out.append(round((walls[k] - t_sent) * 1000.0, 2))
+                    mine.append(round((walls[k] - t_sent) * 1000.0, 2))
                     break
+    return out
+
+
+def at_others_summary(per_answer: list[list[float]]) -> dict:
+    """``summary`` of every answer's samples at the others, with how many answers had
+    samples (``answers``) and how many of them reach the p99 (``answers_at_p99``: a
+    room's p99 is often one or two answers' wait, whatever the sample count)."""
+    out = summary(x for xs in per_answer for x in xs)
+    p99 = out["p99"]
+    out["answers"] = sum(1 for xs in per_answer if xs)
+    out["answers_at_p99"] = (
+        0 if p99 is None else sum(1 for xs in per_answer if xs and max(xs) >= p99)
+    )
     return out

@@ -6,7 +6,7 @@ import pytest
 
 from loadtests.client import _frame, _xor
 from loadtests.stats import percentile, summary
-from loadtests.tracker import LeaderboardTracker, at_others
+from loadtests.tracker import LeaderboardTracker, at_others, at_others_summary
 
 
 def board(version: int, scores: dict[str, int]) -> dict:
@@ -207,8 +207,16 @@ def test_a_top_10_answer_is_timed_at_every_other_player_of_its_session() -> None
         ("s1", player("never", (4, 100.010))),  # never got it: not a sample
         ("s2", player("other room", (9, 100.001))),
     ]
-    got = at_others([("s1", 5, 100.0, "me")], trackers)
-    assert sorted(round(x) for x in got) == [20, 40, 50]
+    got = at_others([("s1", 5, 100.0, "me"), ("s2", 9, 100.0, "x")], trackers)
+    assert [sorted(round(x) for x in xs) for xs in got] == [[20, 40, 50], [1]]
     # An event received before the send cannot reflect it: the next one may.
-    got = at_others([("s1", 5, 100.045, "me")], trackers)
-    assert sorted(got) == [pytest.approx(0, abs=0.01), pytest.approx(5, abs=0.01)]
+    (later,) = at_others([("s1", 5, 100.045, "me")], trackers)
+    assert sorted(later) == [pytest.approx(0, abs=0.01), pytest.approx(5, abs=0.01)]
+
+
+def test_the_p99_at_the_others_names_the_answers_it_rests_on() -> None:
+    fast = [[10.0] * 99 for _ in range(30)]
+    s = at_others_summary([*fast, [10.0] * 60 + [80.0] * 39, []])  # one slow answer
+    assert s["count"] == 30 * 99 + 99 and s["answers"] == 31
+    assert s["p99"] == 80.0 and s["answers_at_p99"] == 1
+    assert at_others_summary([])["answers_at_p99"] == 0
