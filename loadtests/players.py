@@ -20,7 +20,7 @@ import msgspec
 from loadtests.client import Deferred, HttpConn, SioSocket
 from loadtests.playercore import Retry, join_reply, retry_after_s
 from loadtests.scenarios import Scenario, correct_choice
-from loadtests.tracker import LeaderboardTracker, SentAnswer, add_hop, in_top10, server_hops
+from loadtests.tracker import LeaderboardTracker, SentAnswer, add_hop, server_hops
 
 
 @dataclass
@@ -179,10 +179,8 @@ class Player:
         st.accepted += 1
         st.rtt_ms.append((t1 - t0) * 1000.0)
         st.replies_wall.append((index, t_wall, t_wall + (t1 - t0)))
-        reply = msgspec.json.decode(body)
-        self.tracker.on_answer(t0, reply)
-        version = int(reply.get("version") or 0)
-        if version > 0 and in_top10(reply):
+        version = self.tracker.on_answer(t0, msgspec.json.decode(body))
+        if version:
             st.top10_sent.append((self.session_id, version, t_wall, self.user_id))
 
     async def play_self_paced(self) -> None:

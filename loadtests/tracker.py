@@ -81,11 +81,6 @@ def server_hops(t: dict[str, int]) -> tuple[tuple[str, int, int], ...]:
     )
 
 
-def in_top10(reply: dict[str, Any]) -> bool:
-    """The answer's reply ranked its player in the top 10 (what the others see)."""
-    return int(reply.get("rank") or 99) <= 10
-
-
 @dataclass(slots=True)
 class _Pending:
     t_sent: float
@@ -150,21 +145,25 @@ class LeaderboardTracker:
                     still.append(p)
             self.pending = still
 
-    def on_answer(self, t_sent: float, reply: dict[str, Any]) -> None:
-        """Register an accepted answer (its reply) sent at ``t_sent``."""
+    def on_answer(self, t_sent: float, reply: dict[str, Any]) -> int:
+        """Register an accepted answer (its reply) sent at ``t_sent``. Returns its
+        board version when the reply ranked the player in the top 10 (the answers
+        ``at_others`` times), else 0."""
         version = int(reply.get("version") or 0)
         score = int(reply["score"])
         if version <= 0 and not (reply.get("points", 0) > 0 and reply.get("rank", 99) <= 10):
             self.skipped += 1
-            return
-        p = _Pending(t_sent, version, score, in_top10(reply))
+            return 0
+        p = _Pending(t_sent, version, score, int(reply.get("rank") or 99) <= 10)
         self.by_method["version" if version > 0 else "score"] += 1
         # The event may have come before the reply: look at what arrived since t_sent.
         for ev in self.events:
             if ev.t_mono >= t_sent and _reflects(ev, p):
                 self._timed(p, ev)
-                return
-        self.pending.append(p)
+                break
+        else:
+            self.pending.append(p)
+        return version if p.visible else 0
 
     def _timed(self, p: _Pending, ev: Received) -> None:
         ms = (ev.t_mono - p.t_sent) * 1000.0
@@ -263,7 +262,7 @@ def at_others(
 def at_others_summary(per_answer: list[list[float]]) -> dict:
     """``summary`` of every answer's samples at the others, with how many answers had
     samples (``answers``) and how many of them reach the p99 (``answers_at_p99``: a
-    room's p99 is often one or two answers' wait, whatever the sample count)."""
+    room's p99 is often a few answers' wait, whatever the sample count)."""
     out = summary(x for xs in per_answer for x in xs)
     p99 = out["p99"]
     out["answers"] = sum(1 for xs in per_answer if xs)

@@ -42,7 +42,10 @@ def hot(sql: str) -> str:
     A new PostgreSQL backend fills its catalog caches, and plans a statement, at the
     statement's first use: for the answer path's write, tens of milliseconds, paid
     by the first answers on each new connection (the first burst of a game). The
-    pool's ``init`` prepares every hot statement on each new connection instead.
+    pool's ``init`` prepares every hot statement on each new connection instead, which
+    fills those caches. (asyncpg's ``prepare`` does not fill its own statement cache,
+    so the first real use still parses the statement once, cheaply with the caches
+    warm.)
     """
     if sql not in _HOT:
         _HOT.append(sql)
@@ -50,7 +53,8 @@ def hot(sql: str) -> str:
 
 
 async def _warm(conn: Any) -> None:
-    """Prepare this process's hot statements on a new connection (none executed)."""
+    """Prepare this process's hot statements on a new connection (none executed): the
+    backend loads the catalogs they use."""
     for sql in _HOT:
         await conn.prepare(sql)
 
