@@ -5,6 +5,7 @@ PostgreSQL row, ``ranking.write_score``, SCORE_CHANGE) for tests of the consumer
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -190,6 +191,7 @@ class Session:
     players: list[dict]  # token pairs from POST /api/iam/guests
     created_ms: int = 0
     scores: dict[str, int] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per player: Board.answer
 
     def user(self, i: int) -> str:
         return self.players[i]["user"]["id"]
@@ -263,19 +265,26 @@ class Board:
         return s
 
     async def answer(self, s: Session, user_id: str, points: int) -> int:
-        """Add ``points`` to the player's total, as an accepted answer; returns the version."""
-        total = s.scores[user_id] + points
-        reached = int(time.time() * 1000) - s.created_ms
-        await self.conn.execute(
-            "update session_player set score = $3, reached_ms = $4"
-            " where session_id = $1 and user_id = $2",
-            uuid.UUID(s.id),
-            uuid.UUID(user_id),
-            total,
-            reached,
-        )
-        _, _, version = await write_score(get_redis(), s.id, user_id, total, reached)
-        s.scores[user_id] = total
+        """Add ``points`` to the player's total, as an accepted answer; returns the version.
+
+        One player's answers are serialized, as in the quiz service: concurrent calls
+        for one player (a burst through ``asyncio.gather``) would otherwise each add to
+        the same old total, and the pool's connections and Redis could keep different
+        ones as the last write.
+        """
+        async with s.locks.setdefault(user_id, asyncio.Lock()):
+            total = s.scores[user_id] + points
+            reached = int(time.time() * 1000) - s.created_ms
+            await self.conn.execute(
+                "update session_player set score = $3, reached_ms = $4"
+                " where session_id = $1 and user_id = $2",
+                uuid.UUID(s.id),
+                uuid.UUID(user_id),
+                total,
+                reached,
+            )
+            _, _, version = await write_score(get_redis(), s.id, user_id, total, reached)
+            s.scores[user_id] = total
         event = score_change(
             answer_id=uuid.uuid4().hex,
             session_id=s.id,
