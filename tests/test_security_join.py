@@ -5,7 +5,6 @@ Retry-After (right codes included); other addresses are not affected.
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 
 import httpx
@@ -15,6 +14,7 @@ import pytest_asyncio
 from services.common.settings import get_settings
 from tests.chaos.game import Game, Plan, started
 from tests.conftest import next_loopback
+from tests.support.codes import free_codes
 
 pytestmark = pytest.mark.stack
 
@@ -41,11 +41,11 @@ async def _code(g: Game) -> str:
 async def test_guessing_join_codes_is_limited_per_address(game: Game, base_url: str) -> None:
     limit = get_settings().join_code_misses
     code = await _code(game)
-    wrong = [c for c in (f"{random.randrange(10**6):06d}" for _ in range(limit + 50)) if c != code]
+    wrong = await free_codes(limit + 3)
     headers = game.players[0].headers
     async with _client(base_url) as guesser, _client(base_url) as bystander:
         statuses = []
-        for guess in wrong[: limit + 3]:
+        for guess in wrong:
             r = await guesser.post("/api/quiz/sessions/join", json={"code": guess}, headers=headers)
             statuses.append(r.status_code)
         assert statuses[:limit] == [404] * limit, statuses
